@@ -1,0 +1,3 @@
+from dsrun.launcher.cli import main
+
+main()

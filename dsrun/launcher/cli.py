@@ -1,0 +1,159 @@
+"""The `dsrun` command: plan a launch from DeepSpeed-style flags, show it (--dry-run) or run it.
+
+Everything after SCRIPT goes to the script untouched, as with DeepSpeed's launcher and torchrun.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List
+
+import typer
+from typer._click import ClickException  # typer vendors click and re-exports its base error here
+
+from dsrun import __version__
+from dsrun.errors import UsageError
+
+RESOURCES = "Resources"
+RENDEZVOUS = "Rendezvous"
+SCRIPT = "Script"
+OUTPUT = "Output and dry run"
+PROCESSES = "Processes"
+
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"dsrun {__version__}")
+        raise typer.Exit()
+
+
+@app.command(
+    context_settings={"allow_interspersed_args": False},
+    help="Launch SCRIPT on every selected GPU (or as CPU worker processes), with DeepSpeed's flags and hostfile.",
+    epilog="Examples: [bold]dsrun --num_gpus 2 train.py --deepspeed_config ds.json[/bold] · "
+    "[bold]dsrun --dry-run -H hostfile -i 'w0@w1:0,2' train.py[/bold]",
+)
+def launch(
+    script: str = typer.Argument(..., metavar="SCRIPT", help="Training script (or module with -m, or program)."),
+    script_args: List[str] | None = typer.Argument(None, metavar="[SCRIPT_ARGS]...", help="Passed to SCRIPT."),
+    num_gpus: int | None = typer.Option(
+        None, "--num_gpus", "--num-gpus", "--num_procs", "--num-procs", "--num_accelerators",
+        help="Workers per node: GPUs to use, or CPU processes on a machine without GPUs (default: all GPUs, 1 CPU).",
+        rich_help_panel=RESOURCES, show_default=False),
+    num_nodes: int | None = typer.Option(
+        None, "--num_nodes", "--num-nodes", help="Use the first N hosts of the hostfile.",
+        rich_help_panel=RESOURCES, show_default=False),
+    include: str = typer.Option(
+        "", "-i", "--include", help="Only these hosts/slots: [bold]host\\[:0,1]\\[@host...][/bold].",
+        rich_help_panel=RESOURCES, show_default=False),
+    exclude: str = typer.Option(
+        "", "-e", "--exclude", help="Everything but these hosts/slots (same grammar).",
+        rich_help_panel=RESOURCES, show_default=False),
+    hostfile: str | None = typer.Option(
+        None, "-H", "--hostfile", help="Hostfile with lines [bold]host slots=N[/bold] (default: this machine).",
+        rich_help_panel=RESOURCES, show_default=False),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (GPUs if present), cuda or cpu.", rich_help_panel=RESOURCES),
+    master_addr: str | None = typer.Option(
+        None, "--master_addr", "--master-addr", help="Rendezvous address (default 127.0.0.1, or the first host).",
+        rich_help_panel=RENDEZVOUS, show_default=False),
+    master_port: int | None = typer.Option(
+        None, "--master_port", "--master-port", help="Rendezvous port (default: a free port on one node).",
+        rich_help_panel=RENDEZVOUS, show_default=False),
+    force_multi: bool = typer.Option(
+        False, "--force_multi", "--force-multi", help="Go through the multi-node launcher even for one host.",
+        rich_help_panel=RENDEZVOUS),
+    module: bool = typer.Option(
+        False, "-m", "--module", help="Run SCRIPT as a module (python -m).", rich_help_panel=SCRIPT),
+    no_python: bool = typer.Option(
+        False, "--no_python", "--no-python", help="Run SCRIPT directly, not through python.", rich_help_panel=SCRIPT),
+    no_local_rank: bool = typer.Option(
+        False, "--no_local_rank", "--no-local-rank", help="Do not pass --local_rank=N to the script.",
+        rich_help_panel=SCRIPT),
+    config: str | None = typer.Option(
+        None, "--config", "--deepspeed_config", help="The run's config (JSON or YAML). Default: the script's "
+        "--config/--deepspeed_config argument.", rich_help_panel=SCRIPT, show_default=False),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", "--dry_run", help="Print the plan (world, env, commands, batch math); start nothing.",
+        rich_help_panel=OUTPUT),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object on stdout.",
+                                 rich_help_panel=OUTPUT),
+    log_dir: Path | None = typer.Option(
+        None, "--log-dir", "--log_dir", "--enable_each_rank_log", help="Write each rank's output to DIR/rank{N}.log.",
+        rich_help_panel=OUTPUT, show_default=False),
+    quiet: bool = typer.Option(
+        False, "-q", "--quiet", help="Launcher messages only on error; with --log-dir, no console copy.",
+        rich_help_panel=OUTPUT),
+    bind_cores_to_rank: bool = typer.Option(
+        False, "--bind_cores_to_rank", "--bind-cores-to-rank", help="Give each local rank its own block of cores.",
+        rich_help_panel=PROCESSES),
+    bind_core_list: str | None = typer.Option(
+        None, "--bind_core_list", "--bind-core-list", help="Cores to split among ranks, e.g. 0-7,16-23 "
+        "(implies --bind_cores_to_rank).", rich_help_panel=PROCESSES, show_default=False),
+    shutdown_timeout: float = typer.Option(
+        10.0, "--shutdown-timeout", "--shutdown_timeout", help="Seconds between SIGTERM and SIGKILL at teardown.",
+        rich_help_panel=PROCESSES),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
+) -> None:
+    from dsrun.launcher.resolve import LaunchOptions, plan_launch
+
+    if as_json and not dry_run:
+        raise UsageError("--json only works with --dry-run")
+    if shutdown_timeout < 0:
+        raise UsageError(f"--shutdown-timeout must be 0 or more seconds, got {shutdown_timeout:g}")
+    plan = plan_launch(
+        LaunchOptions(
+            script=script,
+            script_args=list(script_args or []),
+            num_gpus=num_gpus,
+            num_nodes=num_nodes,
+            include=include,
+            exclude=exclude,
+            hostfile=hostfile,
+            device=device,
+            master_addr=master_addr,
+            master_port=master_port,
+            module=module,
+            no_python=no_python,
+            no_local_rank=no_local_rank,
+            force_multi=force_multi,
+            config=config,
+            bind_cores_to_rank=bind_cores_to_rank or bind_core_list is not None,
+            bind_core_list=bind_core_list,
+        )
+    )
+    if dry_run:
+        from dsrun.launcher import render
+
+        if as_json:
+            print(render.plan_json(plan))
+        else:
+            render.print_plan(plan)
+        return
+    from dsrun.launcher.run_local import run_local
+
+    raise typer.Exit(run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout))
+
+
+def _fail(message: str, code: int = 2) -> None:
+    print(f"dsrun: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = app(args=argv, prog_name="dsrun", standalone_mode=False)
+    except UsageError as err:
+        _fail(str(err), err.exit_code)
+    except ClickException as err:  # bad flags: one line, not a framed panel
+        _fail(err.format_message(), err.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)

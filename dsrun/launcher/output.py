@@ -1,0 +1,73 @@
+"""Worker output: read each pipe line by line, prefix it with its rank, copy it to the console and a log file.
+
+One lock guards the console and each line goes out in a single write, so two ranks' bytes never share a line.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import IO, BinaryIO
+
+_COLOURS = (b"\x1b[36m", b"\x1b[33m", b"\x1b[35m", b"\x1b[32m", b"\x1b[34m", b"\x1b[31m")
+_RESET = b"\x1b[0m"
+_MAX_LINE = 1 << 16  # a line without a newline is flushed in chunks of this size
+TAIL_LINES = 20
+
+
+def _wants_colour(stream: IO) -> bool:
+    return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
+
+
+class OutputRouter:
+    def __init__(self, console: bool = True, log_dir: Path | None = None, label=lambda rank: f"rank {rank}"):
+        self.console = console
+        self.log_dir = log_dir
+        self.label = label
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._logs: dict[int, BinaryIO] = {}
+        self.tails: dict[int, collections.deque[str]] = collections.defaultdict(
+            lambda: collections.deque(maxlen=TAIL_LINES)
+        )
+        self._colour = {1: _wants_colour(sys.stdout), 2: _wants_colour(sys.stderr)}
+
+    def open_log(self, rank: int) -> None:
+        if self.log_dir is not None:
+            self._logs[rank] = open(self.log_dir / f"rank{rank}.log", "wb")  # noqa: SIM115 - closed in close()
+
+    def follow(self, rank: int, pipe: BinaryIO, fd: int) -> None:
+        """Start a thread copying `pipe` (the worker's stdout if fd == 1, stderr if 2)."""
+        thread = threading.Thread(target=self._pump, args=(rank, pipe, fd), daemon=True, name=f"rank{rank}-fd{fd}")
+        thread.start()
+        self._threads.append(thread)
+
+    def _pump(self, rank: int, pipe: BinaryIO, fd: int) -> None:
+        target = sys.stdout.buffer if fd == 1 else sys.stderr.buffer
+        colour = _COLOURS[rank % len(_COLOURS)] if self._colour[fd] else b""
+        prefix = colour + f"[{self.label(rank)}]".encode() + (_RESET if colour else b"") + b" "
+        log = self._logs.get(rank)
+        with pipe:
+            for line in iter(lambda: pipe.readline(_MAX_LINE), b""):
+                if not line.endswith(b"\n"):
+                    line += b"\n"
+                if fd == 2:
+                    self.tails[rank].append(line.decode("utf-8", "replace").rstrip("\n"))
+                with self._lock:
+                    if log is not None and not log.closed:
+                        log.write(line)
+                        log.flush()
+                    if self.console:
+                        target.write(prefix + line)
+                        target.flush()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Wait for the pipes to drain (they close once every process holding them is gone), then close logs."""
+        for thread in self._threads:
+            thread.join(timeout)
+        with self._lock:
+            for log in self._logs.values():
+                log.close()

@@ -1,0 +1,63 @@
+"""Run a WorldPlan whose ranks all live on this machine, and report how it ended."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from dsrun.errors import UsageError
+from dsrun.launcher.plan import WorldPlan
+from dsrun.launcher.spawn import Outcome, Supervisor, describe_exit
+
+
+def _say(message: str) -> None:
+    print(f"dsrun: {message}", file=sys.stderr, flush=True)
+
+
+def _prepare_log_dir(log_dir: Path) -> Path:
+    try:
+        log_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--log-dir {log_dir}: cannot create it ({err.strerror or err})") from None
+    return log_dir
+
+
+def _report(outcome: Outcome, supervisor: Supervisor) -> None:
+    failure = outcome.failure
+    if failure is None:
+        return
+    command = " ".join(next(r.command for r in supervisor.ranks if r.rank == failure.rank))
+    lines = [f"rank {failure.rank} on {failure.host} failed first: {describe_exit(failure.returncode)}",
+             f"  command: {command}"]
+    tail = list(supervisor.output.tails.get(failure.rank, []))
+    if tail:
+        lines.append(f"  last {len(tail)} line(s) of its stderr:")
+        lines.extend(f"    {line}" for line in tail)
+    _say("\n".join(lines))
+
+
+def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
+    if plan.launcher != "local":
+        hosts = ", ".join(node.host for node in plan.nodes)
+        raise UsageError(
+            f"this plan needs the SSH launcher for {hosts}, which this dsrun version does not have yet;"
+            " run on each host with -i localhost, or use --dry-run to inspect the plan"
+        )
+    if log_dir is not None:
+        _prepare_log_dir(log_dir)
+    if not quiet:
+        for note in plan.notes:
+            _say(f"note: {note}")
+        _say(f"starting {plan.world_size} worker(s) ({plan.accelerator}, {plan.backend}),"
+             f" master {plan.master_addr}:{plan.master_port}")
+    supervisor = Supervisor(
+        plan.ranks,
+        shutdown_timeout=shutdown_timeout,
+        console=not (quiet and log_dir is not None),
+        log_dir=log_dir,
+    )
+    outcome = supervisor.run()
+    _report(outcome, supervisor)
+    if outcome.exit_code == 0 and not quiet:
+        _say(f"all {plan.world_size} worker(s) finished")
+    return outcome.exit_code

@@ -1,0 +1,193 @@
+"""Start one node's workers from the WorldPlan and supervise them until the job ends, leaving nothing behind.
+
+Rules: each worker runs in its own process group; the first worker to exit non-zero ends the job (the others get
+SIGTERM, then SIGKILL after the grace period); SIGINT/SIGTERM/SIGHUP/SIGQUIT to the launcher are forwarded and end
+it the same way; whatever ends the job, every process it started is gone when `run()` returns.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dsrun.errors import UsageError
+from dsrun.launcher import proctree
+from dsrun.launcher.output import OutputRouter
+from dsrun.launcher.plan import RankPlan
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+POLL_SECONDS = 0.05
+
+
+def exit_code_of(returncode: int) -> int:
+    """Popen's -N for "killed by signal N" becomes the shell's 128+N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"killed by {name} (exit code {128 - returncode})"
+    return f"exit code {returncode}"
+
+
+@dataclass
+class Failure:
+    rank: int
+    host: str
+    returncode: int
+
+
+@dataclass
+class Outcome:
+    exit_code: int
+    failure: Failure | None  # the first worker that failed, if one did
+    signal: int | None  # the signal that stopped the launcher, if one did
+    leftovers: int  # processes still around after the workers ended, which we killed
+
+
+class Supervisor:
+    def __init__(
+        self,
+        ranks: list[RankPlan],
+        *,
+        shutdown_timeout: float = 10.0,
+        console: bool = True,
+        log_dir: Path | None = None,
+        base_env: dict[str, str] | None = None,
+        label=lambda rank: f"rank {rank}",
+        notify=lambda message: print(f"dsrun: {message}", file=sys.stderr, flush=True),
+    ):
+        self.ranks = ranks
+        self.shutdown_timeout = shutdown_timeout
+        self.base_env = dict(os.environ if base_env is None else base_env)
+        self.output = OutputRouter(console=console, log_dir=log_dir, label=label)
+        self.notify = notify
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.codes: dict[int, int] = {}
+        self._signal: int | None = None
+        self._signal_count = 0
+
+    # -- signals -------------------------------------------------------------------------------------------------
+    def _on_signal(self, signum: int, _frame) -> None:
+        self._signal_count += 1
+        if self._signal is None:
+            self._signal = signum
+        if self._signal_count > 1:  # asked twice: stop waiting for a graceful end
+            self._kill_everything(signal.SIGKILL)
+
+    def _install_handlers(self) -> dict[int, object]:
+        previous = {}
+        for sig in FORWARDED_SIGNALS:
+            previous[sig] = signal.signal(sig, self._on_signal)
+        return previous
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def _start(self) -> None:
+        me = os.getpid()
+        for plan in self.ranks:
+            self.output.open_log(plan.rank)
+            try:
+                self.procs[plan.rank] = subprocess.Popen(
+                    plan.command,
+                    env={**self.base_env, **plan.env},
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    process_group=0,
+                    preexec_fn=proctree.make_child_setup(me, plan.cores),
+                )
+            except OSError as err:
+                raise UsageError(f"cannot start rank {plan.rank}: {plan.command[0]}: {err.strerror or err}") from None
+        # Threads start only after every fork: preexec_fn is unsafe once other threads exist.
+        for rank, proc in self.procs.items():
+            self.output.follow(rank, proc.stdout, 1)
+            self.output.follow(rank, proc.stderr, 2)
+
+    def _poll(self) -> Failure | None:
+        first = None
+        for plan in self.ranks:
+            if plan.rank in self.codes:
+                continue
+            code = self.procs[plan.rank].poll()
+            if code is None:
+                continue
+            self.codes[plan.rank] = code
+            if code != 0 and first is None:
+                first = Failure(plan.rank, plan.host, code)
+        return first
+
+    def _running(self) -> list[int]:
+        return [rank for rank in self.procs if rank not in self.codes]
+
+    def _kill_everything(self, sig: int) -> None:
+        for rank in self._running():
+            proctree.signal_group(self.procs[rank].pid, sig)
+        proctree.signal_all(proctree.descendants(), sig)
+
+    def _teardown(self, sig: int) -> None:
+        """Signal every worker group and every descendant, wait out the grace period, then SIGKILL the rest."""
+        tree = proctree.descendants()
+        for rank in self._running():
+            proctree.signal_group(self.procs[rank].pid, sig)
+        proctree.signal_all(tree, sig)
+        workers = {p.pid for p in self.procs.values()}
+        left = proctree.wait_gone(tree, self.shutdown_timeout, workers, tick=self._poll)
+        if left:
+            name = signal.Signals(sig).name
+            self.notify(f"{len(left)} process(es) alive {self.shutdown_timeout:g} s after {name}: sending SIGKILL")
+            self._kill_everything(signal.SIGKILL)
+            proctree.wait_gone(left, 5.0, workers, tick=self._poll)
+        for proc in self.procs.values():
+            proc.wait()
+        self._poll()
+
+    def _clean_leftovers(self) -> int:
+        """Kill what the workers left running behind them (daemons, orphaned helpers)."""
+        left = proctree.alive(proctree.descendants())
+        if left:
+            self.notify(f"workers left {len(left)} process(es) behind; stopping them")
+            self._teardown(signal.SIGTERM)
+        proctree.reap_orphans({p.pid for p in self.procs.values()})
+        return len(left)
+
+    def run(self) -> Outcome:
+        proctree.become_subreaper()
+        previous = self._install_handlers()
+        failure: Failure | None = None
+        try:
+            self._start()
+            while self._running():
+                failure = self._poll()
+                if failure or self._signal is not None:
+                    break
+                time.sleep(POLL_SECONDS)
+            if failure is not None:
+                others = len(self._running())
+                if others:
+                    self.notify(f"rank {failure.rank} on {failure.host} failed ({describe_exit(failure.returncode)});"
+                                f" stopping the {others} other running rank(s)")
+                self._teardown(signal.SIGTERM)
+            elif self._signal is not None:
+                self.notify(f"received {signal.Signals(self._signal).name}; stopping all ranks")
+                self._teardown(signal.Signals(self._signal))
+            leftovers = self._clean_leftovers()
+        finally:
+            if self._running():  # an exception of our own: still leave nothing behind
+                self._kill_everything(signal.SIGKILL)
+            self.output.close()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        if self._signal is not None:
+            return Outcome(128 + self._signal, failure, self._signal, leftovers)
+        if failure is not None:
+            return Outcome(exit_code_of(failure.returncode), failure, None, leftovers)
+        return Outcome(0, None, None, leftovers)

@@ -1,0 +1,1 @@
+"""Does nothing: measures what a launcher itself costs (`make bench`)."""
