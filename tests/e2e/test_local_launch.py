@@ -166,6 +166,16 @@ def test_lines_from_two_ranks_never_mix(pid_dir):
     assert counts == {"0": 3000, "1": 3000}
 
 
+def test_bind_cores_to_rank_gives_each_rank_its_own_cores(pid_dir):
+    result = dsrun("--num_gpus", "2", "--bind_cores_to_rank", WORKER, "affinity", pid_dir=pid_dir)
+    assert result.returncode == 0, result.stderr
+    reports = [json.loads(line.partition("] ")[2]) for line in sorted(result.stdout.splitlines())]
+    per_rank = len(os.sched_getaffinity(0)) // 2
+    assert [len(r["cores"]) for r in reports] == [per_rank, per_rank]
+    assert not set(reports[0]["cores"]) & set(reports[1]["cores"])
+    assert [r["omp"] for r in reports] == [str(per_rank)] * 2
+
+
 def test_console_script_dry_run_json():
     dsrun_bin = Path(sys.executable).with_name("dsrun")
     result = subprocess.run([str(dsrun_bin), "--dry-run", "--json", "--num_gpus", "2", WORKER],

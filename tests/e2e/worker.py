@@ -57,6 +57,8 @@ def main() -> None:
         child = subprocess.Popen(["sleep", "600"], start_new_session=True)
         record(f"rank{RANK}-child.pid", child.pid)
         print("left a helper behind", flush=True)
+    elif mode == "affinity":
+        print(json.dumps({"cores": sorted(os.sched_getaffinity(0)), "omp": os.environ.get("OMP_NUM_THREADS")}))
     elif mode == "lines":  # many long lines from every rank at once
         for i in range(int(args[0])):
             print(f"rank={RANK} line={i} " + "x" * 300)
