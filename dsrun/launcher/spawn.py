@@ -8,10 +8,10 @@ it the same way; whatever ends the job, every process it started is gone when `r
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from dsrun.launcher.output import OutputRouter
 from dsrun.launcher.plan import RankPlan
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-POLL_SECONDS = 0.05
+REAP_SECONDS = 1.0  # how often a long job collects exit statuses of orphans re-parented to us
 
 
 def exit_code_of(returncode: int) -> int:
@@ -75,6 +75,7 @@ class Supervisor:
         self.codes: dict[int, int] = {}
         self._signal: int | None = None
         self._signal_count = 0
+        self._pidfds: dict[int, int] = {}
 
     # -- signals -------------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame) -> None:
@@ -88,7 +89,33 @@ class Supervisor:
         previous = {}
         for sig in FORWARDED_SIGNALS:
             previous[sig] = signal.signal(sig, self._on_signal)
+        # A signal also writes a byte here, which wakes the select() in _wait_for_news at once.
+        self._wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._wakeup_write = wakeup_write
+        self._previous_wakeup = signal.set_wakeup_fd(wakeup_write, warn_on_full_buffer=False)
         return previous
+
+    def _close_wakeup(self) -> None:
+        signal.set_wakeup_fd(self._previous_wakeup)
+        for fd in (self._wakeup_read, self._wakeup_write, *self._pidfds.values()):
+            os.close(fd)
+        self._pidfds.clear()
+
+    def _wait_for_news(self) -> None:
+        """Sleep until a worker exits or a signal arrives (pidfds + the signal wakeup pipe), at most REAP_SECONDS.
+
+        Blocking instead of polling makes a job end the moment its last worker does.
+        """
+        watched = [self._pidfds[rank] for rank in self._running()]
+        ready, _, _ = select.select([self._wakeup_read, *watched], [], [], REAP_SECONDS)
+        if self._wakeup_read in ready:
+            while True:
+                try:
+                    if not os.read(self._wakeup_read, 512):
+                        break
+                except BlockingIOError:
+                    break
+        proctree.reap_orphans({p.pid for p in self.procs.values()})
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def _start(self) -> None:
@@ -107,6 +134,7 @@ class Supervisor:
                 )
             except OSError as err:
                 raise UsageError(f"cannot start rank {plan.rank}: {plan.command[0]}: {err.strerror or err}") from None
+            self._pidfds[plan.rank] = os.pidfd_open(self.procs[plan.rank].pid)
         # Threads start only after every fork: preexec_fn is unsafe once other threads exist.
         for rank, proc in self.procs.items():
             self.output.follow(rank, proc.stdout, 1)
@@ -165,11 +193,11 @@ class Supervisor:
         failure: Failure | None = None
         try:
             self._start()
-            while self._running():
+            while True:
                 failure = self._poll()
-                if failure or self._signal is not None:
+                if failure or self._signal is not None or not self._running():
                     break
-                time.sleep(POLL_SECONDS)
+                self._wait_for_news()
             if failure is not None:
                 others = len(self._running())
                 if others:
@@ -184,6 +212,7 @@ class Supervisor:
             if self._running():  # an exception of our own: still leave nothing behind
                 self._kill_everything(signal.SIGKILL)
             self.output.close()
+            self._close_wakeup()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self._signal is not None:
