@@ -4,7 +4,10 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench clean system-deps
+
+# Debian packages the cluster tests run: sshd in network namespaces, a one-machine Slurm cluster.
+SYSTEM_PKGS := openssh-server iproute2 slurm-wlm munge
 
 $(STAMP): pyproject.toml requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +19,17 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/dsrun --num_gpus 2 examples/train.py --deepspeed_config examples/ds_config.json
 
-test: install
+# Installs only what is missing (needs root, as in CI); quiet and a no-op once everything is there.
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  apt-get update -qq >/dev/null && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+test: install system-deps
 	$(PY) -m pytest -q tests
 
 lint: install

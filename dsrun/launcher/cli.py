@@ -20,6 +20,7 @@ RENDEZVOUS = "Rendezvous"
 SCRIPT = "Script"
 OUTPUT = "Output and dry run"
 PROCESSES = "Processes"
+MULTI_NODE = "Multi-node"
 
 app = typer.Typer(
     add_completion=False,
@@ -100,6 +101,28 @@ def launch(
     shutdown_timeout: float = typer.Option(
         10.0, "--shutdown-timeout", "--shutdown_timeout", help="Seconds between SIGTERM and SIGKILL at teardown.",
         rich_help_panel=PROCESSES),
+    launcher: str = typer.Option(
+        "", "--launcher", help="How hosts are reached: [bold]ssh[/bold] (default with a hostfile) or "
+        "[bold]slurm[/bold] (inside an allocation: one agent per node with srun).", rich_help_panel=MULTI_NODE,
+        show_default=False),
+    ssh_port: int | None = typer.Option(
+        None, "--ssh_port", "--ssh-port", help="SSH port for every host (overrides Port in ~/.ssh/config).",
+        rich_help_panel=MULTI_NODE, show_default=False),
+    ssh_accept_new_hosts: bool = typer.Option(
+        False, "--ssh-accept-new-hosts", "--ssh_accept_new_hosts", help="Trust hosts missing from known_hosts and "
+        "add their keys to it (a changed key is still refused).", rich_help_panel=MULTI_NODE),
+    ssh_timeout: float = typer.Option(
+        10.0, "--ssh-timeout", "--ssh_timeout", help="Seconds to wait for a host to answer.",
+        rich_help_panel=MULTI_NODE),
+    remote_python: str | None = typer.Option(
+        None, "--remote-python", "--remote_python", help="Python on the hosts (default: this one's path).",
+        rich_help_panel=MULTI_NODE, show_default=False),
+    remote_cwd: str | None = typer.Option(
+        None, "--remote-cwd", "--remote_cwd", help="Working directory on the hosts (default: this one).",
+        rich_help_panel=MULTI_NODE, show_default=False),
+    launcher_args: str = typer.Option(
+        "", "--launcher_args", "--launcher-args", help="Extra arguments for srun, as one quoted string.",
+        rich_help_panel=MULTI_NODE, show_default=False),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     from dsrun.launcher.resolve import LaunchOptions, plan_launch
@@ -108,6 +131,8 @@ def launch(
         raise UsageError("--json only works with --dry-run")
     if shutdown_timeout < 0:
         raise UsageError(f"--shutdown-timeout must be 0 or more seconds, got {shutdown_timeout:g}")
+    if ssh_timeout <= 0:
+        raise UsageError(f"--ssh-timeout must be more than 0 seconds, got {ssh_timeout:g}")
     plan = plan_launch(
         LaunchOptions(
             script=script,
@@ -127,19 +152,36 @@ def launch(
             config=config,
             bind_cores_to_rank=bind_cores_to_rank or bind_core_list is not None,
             bind_core_list=bind_core_list,
+            launcher=launcher,
+            ssh_port=ssh_port,
+            remote_python=remote_python,
+            remote_cwd=remote_cwd,
+            launcher_args=launcher_args,
         )
     )
     if dry_run:
-        from dsrun.launcher import render
+        from dsrun.launcher import render, render_remote
 
         if as_json:
             print(render.plan_json(plan))
         else:
             render.print_plan(plan)
+            render_remote.print_remote(plan)
         return
-    from dsrun.launcher.run_local import run_local
+    if plan.launcher == "ssh":
+        from dsrun.launcher.remote import run_ssh
 
-    raise typer.Exit(run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout))
+        code = run_ssh(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
+                       accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout)
+    elif plan.launcher == "slurm":
+        from dsrun.launcher.run_slurm import run_slurm
+
+        code = run_slurm(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+    else:
+        from dsrun.launcher.run_local import run_local
+
+        code = run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+    raise typer.Exit(code)
 
 
 def _fail(message: str, code: int = 2) -> None:

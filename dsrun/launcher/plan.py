@@ -7,11 +7,12 @@ path ships it to each host. Building it touches no host and starts nothing.
 from __future__ import annotations
 
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dsrun.config.batch import BatchMath
 from dsrun.launcher.devices import LocalDevices
+from dsrun.launcher.remote_plan import RemoteSetup
 from dsrun.launcher.resources import Pool
 
 LOCAL_HOST_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -55,7 +56,7 @@ class WorldPlan:
     world_size: int
     master_addr: str
     master_port: int
-    launcher: str  # "local": this machine only; "ssh": reach hosts over SSH
+    launcher: str  # "local": this machine only; "ssh": reach hosts over SSH; "slurm": srun in an allocation
     accelerator: str  # "cuda" or "cpu"
     backend: str  # "nccl" or "gloo"
     nodes: list[NodePlan]
@@ -63,6 +64,7 @@ class WorldPlan:
     config_path: str | None
     batch: BatchMath | None
     notes: list[str] = field(default_factory=list)
+    remote: RemoteSetup | None = None  # how hosts are reached, for the "ssh" and "slurm" launchers
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -182,3 +184,10 @@ def build_plan(
         batch=batch,
         notes=notes,
     )
+
+
+def with_rendezvous(plan: WorldPlan, master_addr: str, master_port: int) -> WorldPlan:
+    """The same plan with the rendezvous found at launch (the first host's address and a free port there)."""
+    ranks = [replace(r, env={**r.env, "MASTER_ADDR": master_addr, "MASTER_PORT": str(master_port)})
+             for r in plan.ranks]
+    return replace(plan, master_addr=master_addr, master_port=master_port, ranks=ranks)

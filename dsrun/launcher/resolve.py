@@ -5,16 +5,17 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dsrun.config import find_config_in_args, load_config, resolve_batch
 from dsrun.config.batch import BatchMath, has_batch_keys
 from dsrun.errors import UsageError
 from dsrun.launcher import devices as devices_mod
+from dsrun.launcher import resolve_remote, slurm
 from dsrun.launcher.cores import parse_core_list
 from dsrun.launcher.plan import LaunchSpec, WorldPlan, build_plan, launcher_for
-from dsrun.launcher.ports import DEFAULT_PORT, check_port, free_port
+from dsrun.launcher.ports import check_port, free_port
 from dsrun.launcher.resources import Pool, read_hostfile, select
 
 DEEPSPEED_DEFAULT_HOSTFILE = Path("/job/hostfile")
@@ -46,6 +47,11 @@ class LaunchOptions:
     bind_cores_to_rank: bool = False
     bind_core_list: str | None = None
     python: str = sys.executable
+    launcher: str = ""  # --launcher: "" (ssh when hosts are remote), "ssh" or "slurm"
+    ssh_port: int | None = None
+    remote_python: str | None = None
+    remote_cwd: str | None = None
+    launcher_args: str = ""
 
 
 def _local_pool(devices: devices_mod.LocalDevices, opts: LaunchOptions, cores: list[int]) -> Pool:
@@ -106,13 +112,41 @@ def _check_script(opts: LaunchOptions) -> None:
         raise UsageError(f"script {opts.script} does not exist")
 
 
+def _remote_options(opts: LaunchOptions, backend: str) -> resolve_remote.RemoteOptions:
+    return resolve_remote.RemoteOptions(
+        backend=backend,
+        python=opts.remote_python or opts.python,
+        cwd=resolve_remote.check_cwd(opts.remote_cwd) if opts.remote_cwd else os.getcwd(),
+        ssh_port=opts.ssh_port,
+        launcher_args=opts.launcher_args,
+    )
+
+
 def plan_launch(opts: LaunchOptions) -> WorldPlan:
     notes: list[str] = []
     devices = devices_mod.detect(opts.device)
     cores = parse_core_list(opts.bind_core_list) if opts.bind_core_list else devices_mod.usable_cores()
-    pool, devices = _pool(opts, devices, cores, notes)
+    backend = resolve_remote.backend_for(opts.launcher, notes)
+    if backend == "slurm":
+        if opts.hostfile:
+            raise UsageError("--launcher slurm takes its hosts from the Slurm allocation: drop -H/--hostfile")
+        alloc = slurm.allocation_from(dict(os.environ))
+        pool = slurm.slurm_pool(alloc, devices.kind == "cuda", len(devices.tokens))
+        devices = devices_mod.LocalDevices(devices.kind, devices.source)
+    else:
+        pool, devices = _pool(opts, devices, cores, notes)
     world = select(pool, opts.include, opts.exclude, opts.num_nodes, opts.num_gpus)
-    launcher = launcher_for(world, opts.force_multi)
+    launcher = "slurm" if backend == "slurm" else launcher_for(world, opts.force_multi)
+    remote = None
+    if launcher == "slurm":
+        master_addr = opts.master_addr or next(iter(world))
+        master_port = check_port(opts.master_port) if opts.master_port is not None else slurm.port_for_job(alloc.job_id)
+        remote = resolve_remote.slurm_setup(_remote_options(opts, "slurm"), alloc, world, devices.kind == "cuda")
+    elif launcher == "ssh":
+        port = check_port(opts.master_port) if opts.master_port is not None else None
+        targets, master_addr, master_port = resolve_remote.ssh_rendezvous(world, opts.ssh_port, opts.master_addr, port)
+        remote = resolve_remote.ssh_setup(_remote_options(opts, "ssh"), targets, port_at_launch=port is None,
+                                            address_at_launch=opts.master_addr is None)
     if launcher == "local":
         _check_script(opts)
         master_addr = opts.master_addr or "127.0.0.1"
@@ -120,9 +154,6 @@ def plan_launch(opts: LaunchOptions) -> WorldPlan:
         local_workers = len(next(iter(world.values())))
         if devices.kind == "cpu" and local_workers > len(cores):
             notes.append(f"{local_workers} CPU workers share {len(cores)} core(s)")
-    else:
-        master_addr = opts.master_addr or next(iter(world))
-        master_port = check_port(opts.master_port) if opts.master_port is not None else DEFAULT_PORT
     stray = sorted({a.split("=")[0] for a in opts.script_args} & set(_LAUNCHER_ONLY_FLAGS))
     if stray:
         notes.append(f"{', '.join(stray)} after the script go(es) to the script, not to dsrun: put dsrun flags first")
@@ -137,7 +168,7 @@ def plan_launch(opts: LaunchOptions) -> WorldPlan:
         no_local_rank=opts.no_local_rank,
         bind_cores=opts.bind_cores_to_rank,
     )
-    return build_plan(
+    plan = build_plan(
         spec,
         world,
         devices,
@@ -150,3 +181,4 @@ def plan_launch(opts: LaunchOptions) -> WorldPlan:
         batch=batch,
         notes=notes,
     )
+    return replace(plan, remote=remote) if remote else plan

@@ -14,7 +14,7 @@ def _say(message: str) -> None:
     print(f"dsrun: {message}", file=sys.stderr, flush=True)
 
 
-def _prepare_log_dir(log_dir: Path) -> Path:
+def prepare_log_dir(log_dir: Path) -> Path:
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -37,14 +37,8 @@ def _report(outcome: Outcome, supervisor: Supervisor) -> None:
 
 
 def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
-    if plan.launcher != "local":
-        hosts = ", ".join(node.host for node in plan.nodes)
-        raise UsageError(
-            f"this plan needs the SSH launcher for {hosts}, which this dsrun version does not have yet;"
-            " run on each host with -i localhost, or use --dry-run to inspect the plan"
-        )
     if log_dir is not None:
-        _prepare_log_dir(log_dir)
+        prepare_log_dir(log_dir)
     if not quiet:
         for note in plan.notes:
             _say(f"note: {note}")

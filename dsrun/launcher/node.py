@@ -1,0 +1,110 @@
+"""The per-node agent: `python -m dsrun.launcher.node [--slurm]`, started by the launcher on every host.
+
+It says hello (pre-flight: python and dsrun work here, and a free port for the rendezvous), reads its NodeJob from
+stdin, points gloo/NCCL at the interface that routes to MASTER_ADDR, and runs the local Supervisor for its ranks.
+It keeps reading stdin while the job runs: a `{"signal": N}` line, or the end of input because the launcher or its
+connection went away, stops the job the way a signal to a local dsrun would. It exits with the job's exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+import dsrun
+from dsrun.launcher.netif import socket_ifname_env
+from dsrun.launcher.nodejob import PROTOCOL, LineReader, NodeJob, event_line, parse_jobs
+from dsrun.launcher.spawn import FORWARDED_SIGNALS, Supervisor
+
+ESCALATE_AFTER = 5.0  # beyond the shutdown timeout: then a second signal makes the supervisor SIGKILL everything
+
+
+def _emit(kind: str, **fields) -> None:
+    try:
+        print(event_line(kind, **fields), file=sys.stderr, flush=True)
+    except OSError:
+        pass  # the launcher is gone; the job is being stopped anyway
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return int(sock.getsockname()[1])
+
+
+def _watch_launcher(reader: LineReader, grace: float) -> None:
+    """Turn the launcher's stop request (or its disappearance) into one signal; if the job outlives the grace
+    period, a second signal makes the supervisor kill what is left."""
+    import json
+
+    while True:
+        line = reader.readline()
+        if line is None:
+            signum = signal.SIGHUP  # the launcher, or the connection to it, went away
+            break
+        try:
+            signum = int(json.loads(line)["signal"])
+            break
+        except (ValueError, KeyError, TypeError):
+            continue
+    os.kill(os.getpid(), signum)
+    time.sleep(grace + ESCALATE_AFTER)
+    os.kill(os.getpid(), signum)
+
+
+def _pick(jobs: list[NodeJob], slurm: bool) -> NodeJob:
+    if not slurm:
+        return jobs[0]
+    node_id = int(os.environ["SLURM_NODEID"])
+    job = next((j for j in jobs if j.node_rank == node_id), None)
+    if job is None:
+        raise SystemExit(f"dsrun agent: no job for Slurm node {node_id}")
+    return job
+
+
+def run(job: NodeJob, reader: LineReader) -> int:
+    ifname_env, ifname_note = socket_ifname_env(job.master_addr, {**os.environ, **job.env})
+    _emit("node", node_rank=job.node_rank, host=job.host, ranks=[r.rank for r in job.ranks], interface=ifname_note)
+    supervisor = Supervisor(
+        job.ranks,
+        shutdown_timeout=job.shutdown_timeout,
+        console=True,
+        base_env={**os.environ, **job.env, **ifname_env},
+        label=lambda rank: f"{job.host} rank {rank}",
+        notify=lambda message: print(f"dsrun[{job.host}]: {message}", file=sys.stderr, flush=True),
+    )
+    threading.Thread(target=_watch_launcher, args=(reader, job.shutdown_timeout), daemon=True).start()
+    outcome = supervisor.run()
+    failure = outcome.failure
+    failed = None
+    if failure is not None:
+        failed = {
+            "rank": failure.rank,
+            "returncode": failure.returncode,
+            "command": next(r.command for r in job.ranks if r.rank == failure.rank),
+            "tail": list(supervisor.output.tails.get(failure.rank, [])),
+        }
+    _emit("done", node_rank=job.node_rank, code=outcome.exit_code, failure=failed, signal=outcome.signal)
+    return outcome.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    slurm = "--slurm" in (sys.argv[1:] if argv is None else argv)
+    # Until the supervisor takes over, a stop request must not kill the agent before it can report.
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, lambda *_: None)
+    if not slurm:
+        _emit("hello", protocol=PROTOCOL, version=dsrun.__version__, free_port=_free_port())
+    reader = LineReader(sys.stdin.fileno())
+    line = reader.readline()
+    if line is None:
+        return 0  # the launcher called the launch off during pre-flight: nothing was started
+    return run(_pick(parse_jobs(line), slurm), reader)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""What the launcher says when a multi-node job ends badly: which host, which rank, its command, its last words."""
+
+from __future__ import annotations
+
+import shlex
+
+from dsrun.launcher.plan import NodePlan
+from dsrun.launcher.spawn import describe_exit
+
+EXIT_CONNECTION_LOST = 255  # what ssh itself returns when the connection fails
+
+
+def _span(ranks: list[int]) -> str:
+    return f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0]) if ranks else "none"
+
+
+def failed_rank(node: NodePlan, failure: dict) -> str:
+    """The agent's report of its first failing worker, as the lines the user sees."""
+    lines = [f"rank {failure['rank']} on {node.host} failed first: {describe_exit(int(failure['returncode']))}",
+             f"  command: {shlex.join(failure['command'])}"]
+    tail = failure.get("tail") or []
+    if tail:
+        lines.append(f"  last {len(tail)} line(s) of its stderr:")
+        lines.extend(f"    {line}" for line in tail)
+    return "\n".join(lines)
+
+
+def lost_host(node: NodePlan, how: str) -> str:
+    return f"{how} {node.host} (node {node.node_rank}, ranks {_span(node.ranks)}); every other host was stopped"
+
+
+def agent_failed(node: NodePlan, status: int) -> str:
+    return f"the node agent on {node.host} (ranks {_span(node.ranks)}) ended with exit status {status} " \
+           "before its workers did; see its messages above"

@@ -1,0 +1,146 @@
+"""Run a WorldPlan inside a Slurm allocation: one srun step with one node agent per node.
+
+Every agent reads the same stdin (srun --input=all): the job list first, later a stop request that reaches all
+nodes at once. srun runs in its own process group so a terminal's Ctrl-C reaches dsrun only (srun would otherwise
+take a single SIGINT as "print status"); dsrun then stops the agents itself, and if dsrun dies, srun dies with
+it and the agents see their input end.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from dsrun.errors import UsageError
+from dsrun.launcher import proctree
+from dsrun.launcher.envfile import remote_env
+from dsrun.launcher.nodejob import jobs_for, jobs_line, signal_line
+from dsrun.launcher.plan import WorldPlan
+from dsrun.launcher.relay import Relay, pump
+from dsrun.launcher.remote_report import agent_failed, failed_rank
+from dsrun.launcher.run_local import prepare_log_dir
+from dsrun.launcher.spawn import FORWARDED_SIGNALS
+
+KILL_SRUN_AFTER = 10.0  # beyond the shutdown timeout
+
+
+class SlurmJob:
+    def __init__(self, plan: WorldPlan, relay: Relay, shutdown_timeout: float, quiet: bool):
+        self.plan = plan
+        self.relay = relay
+        self.shutdown_timeout = shutdown_timeout
+        self.quiet = quiet
+        self.events: queue.Queue = queue.Queue()
+        self.done: dict[int, dict] = {}
+        self.first_failure: dict | None = None
+        self.signal: int | None = None
+        self.srun: subprocess.Popen | None = None
+        self._kill_at: float | None = None
+
+    def on_event(self, _source, event: dict) -> None:
+        if event["event"] == "done":
+            self.events.put(("done", event))
+        elif event["event"] == "node" and not self.quiet:
+            self.relay.say(f"{event['host']}: ranks {event['ranks']} started; {event['interface']}")
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.events.put(("signal", signum))
+
+    def _tell_agents(self, signum: int) -> None:
+        try:
+            self.srun.stdin.write(signal_line(signum))
+            self.srun.stdin.flush()
+        except OSError:
+            pass  # srun is gone already
+        self._kill_at = time.monotonic() + self.shutdown_timeout + KILL_SRUN_AFTER
+
+    def _start(self, jobs) -> None:
+        try:
+            self.srun = subprocess.Popen(
+                self.plan.remote.srun, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                process_group=0, preexec_fn=proctree.make_child_setup(os.getpid(), None),
+            )
+        except OSError as err:
+            raise UsageError(f"cannot run srun: {err.strerror or err}; is Slurm installed here?") from None
+        self.srun.stdin.write(jobs_line(jobs))
+        self.srun.stdin.flush()
+        for stream, fd in ((self.srun.stdout, 1), (self.srun.stderr, 2)):
+            threading.Thread(target=pump, args=(stream, self.relay, None, fd), daemon=True).start()
+        threading.Thread(target=lambda: self.events.put(("exit", self.srun.wait())), daemon=True).start()
+
+    def _handle(self, kind: str, value) -> None:
+        if kind == "done":
+            self.done[int(value["node_rank"])] = value
+            if value["code"] != 0 and self.first_failure is None and self.signal is None:
+                self.first_failure = value
+                self.relay.say(f"{self.plan.nodes[value['node_rank']].host} failed; stopping the other nodes")
+                self._tell_agents(signal.SIGTERM)
+        elif self.signal is None:
+            self.signal = value
+            self.relay.say(f"received {signal.Signals(value).name}; stopping all nodes")
+            self._tell_agents(value)
+        else:  # asked twice: stop waiting for a graceful end
+            self.srun.send_signal(signal.SIGKILL)
+
+    def run(self, jobs) -> int:
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
+        try:
+            self._start(jobs)
+            while True:
+                try:
+                    kind, value = self.events.get(timeout=0.2)
+                except queue.Empty:
+                    if self._kill_at is not None and time.monotonic() > self._kill_at:
+                        self.srun.send_signal(signal.SIGKILL)
+                        self._kill_at = None
+                    continue
+                if kind == "exit":
+                    break
+                self._handle(kind, value)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            if self.srun is not None and self.srun.poll() is None:
+                self.srun.kill()
+                self.srun.wait()
+            self.relay.close()
+        return self._exit_code()
+
+    def _exit_code(self) -> int:
+        if self.signal is not None:
+            return 128 + self.signal
+        failure = self.first_failure
+        if failure is not None:
+            node = self.plan.nodes[failure["node_rank"]]
+            self.relay.say(failed_rank(node, failure["failure"]) if failure.get("failure")
+                           else agent_failed(node, failure["code"]))
+            return int(failure["code"])
+        code = self.srun.returncode
+        if code != 0:
+            missing = [n.host for n in self.plan.nodes if n.node_rank not in self.done]
+            self.relay.say(f"srun ended with exit status {code}; no report from: {', '.join(missing) or 'none'}")
+            return 128 - code if code < 0 else code
+        return 0
+
+
+def run_slurm(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
+    if log_dir is not None:
+        prepare_log_dir(log_dir)
+    env, _ = remote_env(dict(os.environ), Path(plan.remote.cwd), Path(os.path.expanduser("~")))
+    relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
+    job = SlurmJob(plan, relay, shutdown_timeout, quiet)
+    relay.on_event = job.on_event
+    if not quiet:
+        for note in plan.notes:
+            relay.say(f"note: {note}")
+        relay.say(f"starting {plan.world_size} worker(s) on {len(plan.nodes)} Slurm node(s), "
+                  f"master {plan.master_addr}:{plan.master_port}")
+    code = job.run(jobs_for(plan, env, shutdown_timeout))
+    if code == 0 and not quiet:
+        relay.say(f"all {plan.world_size} worker(s) on {len(plan.nodes)} node(s) finished")
+    return code
