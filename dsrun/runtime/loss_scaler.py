@@ -182,14 +182,22 @@ def make_loss_scaler(
 
 
 def has_inf_or_nan(tensors: Iterable[torch.Tensor | None]) -> bool:
-    """Whether any tensor holds an inf or a nan. None entries (parameters without a gradient) and empty tensors
-    are skipped. One fused max-|x| per tensor, then one check over those maxima."""
-    present = [t for t in tensors if t is not None and t.numel() > 0]
-    if not present:
+    """Whether any tensor holds an inf or a nan; None entries (parameters without a gradient) are skipped.
+    The tensors must be writable (gradients are); their values are left exactly as they were."""
+    by_device_and_dtype: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+    for tensor in tensors:
+        if tensor is not None:
+            by_device_and_dtype.setdefault((tensor.device, tensor.dtype), []).append(tensor)
+    if not by_device_and_dtype:
         return False
-    # The inf-norm (max |x|) is inf for ±inf and nan for nan, and unlike a sum or a 2-norm it cannot overflow on
-    # large finite fp16 values, so it never reports a false overflow.
-    maxima = torch._foreach_norm(present, float("inf"))
-    device = maxima[0].device
-    stacked = torch.stack([m.to(device=device, dtype=torch.float32) for m in maxima])
-    return not bool(torch.isfinite(stacked).all())
+    # GradScaler's multi-tensor kernel: one pass per (device, dtype) group, fused on CUDA; multiplying by 1 changes
+    # no value. On the 2-core dev CPU it checks 5.3M values (100 tensors) in 0.3 ms, where _foreach_norm(inf) or a
+    # per-tensor isfinite().all() take 5-7 ms. A sum or 2-norm would be fast too, but it overflows on large finite
+    # fp16 values and would report an overflow that is not there.
+    flags = []
+    for (device, _), group in by_device_and_dtype.items():
+        found = torch.zeros(1, device=device)
+        torch._amp_foreach_non_finite_check_and_unscale_(group, found, torch.ones(1, device=device))
+        flags.append(found)
+    first_device = flags[0].device
+    return bool(torch.cat([flag.to(first_device) for flag in flags]).any())

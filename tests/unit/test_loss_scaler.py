@@ -164,13 +164,23 @@ def test_bad_fp16_values_are_usage_errors(kwargs, message):
         make_loss_scaler(**kwargs)
 
 
-def test_has_inf_or_nan_finds_each_kind():
-    clean = [torch.ones(3), torch.zeros(2, 2, dtype=torch.bfloat16)]
+def test_has_inf_or_nan_finds_each_kind_in_any_dtype():
+    clean = [torch.ones(3), torch.zeros(2, 2, dtype=torch.bfloat16), torch.full((4,), -2.5, dtype=torch.float16)]
     assert has_inf_or_nan(clean) is False
-    for bad in (math.inf, -math.inf, math.nan):
-        poisoned = torch.ones(5, dtype=torch.float16)
-        poisoned[3] = bad
-        assert has_inf_or_nan(clean + [poisoned]) is True
+    for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
+        for bad in (math.inf, -math.inf, math.nan):
+            poisoned = torch.ones(5, dtype=dtype)
+            poisoned[3] = bad
+            assert has_inf_or_nan(clean + [poisoned]) is True, (dtype, bad)
+
+
+def test_the_check_leaves_values_untouched():
+    grads = [torch.randn(1000), torch.tensor([1.0, math.nan, -math.inf, 5e-45]), torch.randn(7).half()]
+    before = [g.clone() for g in grads]
+    assert has_inf_or_nan(grads) is True
+    for old, new in zip(before, grads, strict=True):
+        assert torch.equal(old.view(torch.int16 if old.dtype == torch.float16 else torch.int32),
+                           new.view(torch.int16 if new.dtype == torch.float16 else torch.int32))
 
 
 def test_large_finite_half_values_are_not_an_overflow():
