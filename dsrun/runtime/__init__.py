@@ -1,0 +1,1 @@
+"""The training half of dsrun: the engine that applies the run config. Imports torch."""

@@ -1,0 +1,70 @@
+"""Bringing up torch.distributed from whatever started us: dsrun, torchrun, Slurm-less plain `python train.py`.
+
+The launcher's env (RANK, WORLD_SIZE, MASTER_*) is the rendezvous. Without it we are a world of one and make up
+a local rendezvous, so a DeepSpeed-style script also runs as a plain single process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from dsrun.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Placement:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str
+
+
+def _wants_cuda() -> bool:
+    # The launcher decides CPU vs GPU once for the whole job (--device); a worker follows it.
+    return os.environ.get("DSRUN_ACCELERATOR", "cuda") != "cpu" and torch.cuda.is_available()
+
+
+def _device(local_rank: int) -> torch.device:
+    if not _wants_cuda():
+        return torch.device("cpu")
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise UsageError(f"LOCAL_RANK {local_rank} has no GPU: only {count} visible (CUDA_VISIBLE_DEVICES)")
+    # With a node-level CUDA_VISIBLE_DEVICES list, LOCAL_RANK indexes into it.
+    return torch.device("cuda", local_rank)
+
+
+def _fill_single_process_env() -> None:
+    if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
+        return
+    from dsrun.launcher.ports import free_port  # no torch there; just a free local port
+
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
+
+
+def init_distributed(
+    dist_backend: str | None = None,
+    timeout: timedelta = timedelta(minutes=30),
+    dist_init_required: bool | None = None,
+    **_ignored,
+) -> Placement:
+    """Initialise the default process group once (DeepSpeed's name and arguments); return where this rank runs."""
+    _fill_single_process_env()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before the process group, so NCCL binds the right GPU
+    if not dist.is_initialized() and dist_init_required is not False:
+        backend = dist_backend or ("nccl" if device.type == "cuda" else "gloo")
+        kwargs = {"device_id": device} if backend == "nccl" else {}
+        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+    if dist.is_initialized():
+        return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())
+    return Placement(0, local_rank, 1, device, "none")

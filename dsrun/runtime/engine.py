@@ -1,0 +1,208 @@
+"""The Engine `dsrun.initialize()` returns: DeepSpeed's training calls, delegating the mechanics to a strategy.
+
+Per micro-batch a script calls `loss = engine(batch)`, `engine.backward(loss)`, `engine.step()`. `backward` divides
+the loss by gradient_accumulation_steps (as DeepSpeed does), so the update uses the mean over the global batch;
+`step` only updates at the end of an accumulation cycle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dsrun.config.batch import BatchMath
+from dsrun.runtime.precision import Precision, cast_floating
+from dsrun.runtime.progress import Throughput, Timers, say
+from dsrun.runtime.strategies import Strategy
+
+
+class Engine(nn.Module):
+    def __init__(self, *, model: nn.Module, strategy: Strategy, cfg, batch: BatchMath, placement, precision: Precision,
+                 optimizer, lr_scheduler, loss_scaler, dataloader=None):
+        super().__init__()
+        self.module = model
+        self.strategy = strategy
+        self.config = cfg
+        self.batch = batch
+        self.placement = placement
+        self.precision = precision
+        self.optimizer = optimizer
+        self.lr_scheduler = lr_scheduler
+        self.loss_scaler = loss_scaler
+        self.training_dataloader = dataloader
+        self.micro_steps = 0
+        self.global_steps = 0
+        self.global_samples = 0
+        self.skipped_steps = 0
+        self._global_grad_norm: float | None = None
+        self._step_applied = False
+        self._losses: list[torch.Tensor] = []  # this cycle's micro-batch losses, for progress lines
+        self._timers = Timers(cfg.wall_clock_breakdown, placement.device)
+        self._throughput = Throughput()
+
+    # -- DeepSpeed's accessors ----------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.placement.device
+
+    @property
+    def local_rank(self) -> int:
+        return self.placement.local_rank
+
+    @property
+    def global_rank(self) -> int:
+        return self.placement.rank
+
+    @property
+    def world_size(self) -> int:
+        return self.placement.world_size
+
+    @property
+    def loss_scale(self) -> float:
+        return self.loss_scaler.loss_scale if self.loss_scaler is not None else 1.0
+
+    def train_batch_size(self) -> int:
+        return self.batch.train_batch_size
+
+    def train_micro_batch_size_per_gpu(self) -> int:
+        return self.batch.train_micro_batch_size_per_gpu
+
+    def gradient_accumulation_steps(self) -> int:
+        return self.batch.gradient_accumulation_steps
+
+    def is_gradient_accumulation_boundary(self) -> bool:
+        return (self.micro_steps + 1) % self.gradient_accumulation_steps() == 0
+
+    def get_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups] if self.optimizer is not None else []
+
+    def get_global_grad_norm(self) -> float | None:
+        return self._global_grad_norm
+
+    def was_step_applied(self) -> bool:
+        return self._step_applied
+
+    def fp16_enabled(self) -> bool:
+        return self.precision.param_dtype == torch.float16
+
+    def bfloat16_enabled(self) -> bool:
+        return self.precision.param_dtype == torch.bfloat16
+
+    def zero_optimization_stage(self) -> int:
+        return self.config.zero.stage
+
+    # -- training ------------------------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.strategy.before_forward(self.is_gradient_accumulation_boundary())
+        if self.precision.cast_inputs:
+            dtype = self.precision.param_dtype
+            args, kwargs = cast_floating(args, dtype), cast_floating(kwargs, dtype)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self.precision.autocast_dtype)
+            if self.precision.autocast_dtype is not None else contextlib.nullcontext()
+        )
+        self._timers.start("forward")
+        with autocast:
+            output = self.strategy.module(*args, **kwargs)
+        self._timers.stop("forward")
+        return output
+
+    def backward(self, loss: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+        self._require_optimizer("backward")
+        self._losses.append(loss.detach())
+        scaled = loss / self.gradient_accumulation_steps()
+        self._timers.start("backward")
+        # fp16: scale in fp32, as a half-precision loss times 2^16 would itself overflow.
+        to_differentiate = scaled.float() * self.loss_scale if self.loss_scaler is not None else scaled
+        to_differentiate.backward(retain_graph=retain_graph)
+        self.strategy.after_backward(self.is_gradient_accumulation_boundary())
+        self._timers.stop("backward")
+        return scaled.detach()
+
+    def step(self) -> None:
+        self._require_optimizer("step")
+        if self.is_gradient_accumulation_boundary():
+            self._timers.start("step")
+            self._optimizer_step()
+            self._timers.stop("step")
+            self.global_steps += 1
+            self.global_samples += self.train_batch_size()
+            self._throughput.add(self.train_batch_size())
+            self._report_progress()
+            self._losses = []
+        self.micro_steps += 1
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.strategy.zero_grad()
+
+    def _require_optimizer(self, call: str) -> None:
+        if self.optimizer is None:
+            raise RuntimeError(f"engine.{call}() needs an optimizer: pass optimizer= to dsrun.initialize or add an"
+                               " \"optimizer\" section to the config")
+
+    def _global_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """L2 norm over every rank's gradients: shards are disjoint, so squares add up across ranks."""
+        device = self.device
+        if grads:
+            norms = torch._foreach_norm(grads)
+            squares = torch.stack([n.float().to(device) for n in norms]).pow(2).sum()
+        else:
+            squares = torch.zeros((), device=device)
+        if self.strategy.sharded and self.world_size > 1:
+            dist.all_reduce(squares)
+        return squares.sqrt()
+
+    def _optimizer_step(self) -> None:
+        grads = self.strategy.owned_grads()
+        scale = self.loss_scale
+        norm = self._global_norm(grads).item() / scale
+        self._global_grad_norm = norm
+        finite = math.isfinite(norm)
+        check = self.loss_scaler is not None or self.precision.half
+        if check and not finite:
+            # Every rank sees the same global norm, so they all skip together.
+            self.skipped_steps += 1
+            self._step_applied = False
+            if self.loss_scaler is not None:
+                self.loss_scaler.update(True)
+            self.strategy.zero_grad()
+            return
+        clip = self.config.gradient_clipping
+        factor = scale * max(1.0, (norm + 1e-6) / clip) if clip and clip > 0 and finite else scale
+        if factor != 1.0:
+            torch._foreach_mul_(grads, 1.0 / factor)
+        self.optimizer.step()
+        self._step_applied = True
+        if self.loss_scaler is not None:
+            self.loss_scaler.update(False)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        self.strategy.after_step()
+        self.strategy.zero_grad()
+
+    def _report_progress(self) -> None:
+        every = self.config.steps_per_print
+        if not every or self.global_steps % every:
+            return
+        loss = torch.stack(self._losses).float().mean() if self._losses else torch.zeros((), device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(loss)  # the same steps on every rank, so all of them join
+            loss /= self.world_size
+        if self.global_rank != 0:
+            self._timers.report()
+            return
+        lrs = ",".join(f"{lr:.3e}" for lr in self.get_lr())
+        line = (f"step {self.global_steps} loss {loss.item():.4f} lr {lrs} "
+                f"samples/s {self._throughput.rate():.1f}")
+        if self.loss_scaler is not None:
+            line += f" loss_scale {self.loss_scale:g}"
+        if self.skipped_steps:
+            line += f" skipped {self.skipped_steps}"
+        if self.config.wall_clock_breakdown:
+            line += f" | {self._timers.report()}"
+        say(line)

@@ -1,0 +1,206 @@
+"""`dsrun.initialize()`: DeepSpeed's entry point. Reads the config, joins the process group, wraps the model for
+its ZeRO stage and precision, and builds the optimizer, LR schedule and data loader the config asks for."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dsrun.config import load_config, parse_run_config
+from dsrun.errors import UsageError
+from dsrun.runtime.dataloader import DistributedLoader
+from dsrun.runtime.distributed import init_distributed
+from dsrun.runtime.engine import Engine
+from dsrun.runtime.optim import build_optimizer, check_shardable, recipe_from_client, recipe_from_config
+from dsrun.runtime.precision import choose_precision
+from dsrun.runtime.progress import say
+from dsrun.runtime.strategies import StrategyContext, make_strategy
+
+_BYTES_PER_MB = 1024 * 1024
+
+
+def _raw_config(args, config, config_params) -> tuple[dict[str, Any], str]:
+    if config is not None and config_params is not None:
+        raise UsageError("give the config once: config= or config_params=, not both")
+    given = config if config is not None else config_params
+    from_args = None
+    if args is not None:
+        from_args = getattr(args, "deepspeed_config", None) or getattr(args, "config", None)
+    if given is not None and from_args is not None:
+        raise UsageError("the config was given twice (in args and to initialize()): pass it one way")
+    source = given if given is not None else from_args if from_args is not None else os.environ.get("DSRUN_CONFIG")
+    if source is None:
+        raise UsageError("no config: pass config= (a dict or a JSON/YAML path), --deepspeed_config, or run under dsrun"
+                         " with --config")
+    if isinstance(source, dict):
+        return source, "config"
+    if isinstance(source, (str, os.PathLike)):
+        return load_config(source), str(Path(source))
+    raise UsageError(f"config must be a dict or a path to a JSON/YAML file, got {type(source).__name__}")
+
+
+def _param_groups(model: nn.Module, model_parameters, optimizer) -> list[dict[str, Any]]:
+    """The client's param groups (lists of the model's parameters plus hyper-parameters)."""
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return [dict(group) for group in optimizer.param_groups]
+    params = list(model_parameters) if model_parameters is not None else list(model.parameters())
+    if params and isinstance(params[0], dict):
+        return [dict(group, params=list(group["params"])) for group in params]
+    return [{"params": params}]
+
+
+def _master_groups(groups: list[dict[str, Any]], masters: dict[nn.Parameter, torch.Tensor]) -> list[dict[str, Any]]:
+    seen: set[int] = set()
+    out = []
+    for group in groups:
+        tensors = []
+        for param in group["params"]:
+            if id(param) in seen:
+                raise UsageError("a parameter appears in two optimizer param groups: list each parameter once")
+            seen.add(id(param))
+            if param in masters:
+                tensors.append(masters[param])
+        if tensors:  # frozen parameters have no master; a group of only frozen ones is dropped, as in DeepSpeed
+            out.append({**{k: v for k, v in group.items() if k != "params"}, "params": tensors})
+    return out
+
+
+def _strategy_context(cfg, placement, precision) -> StrategyContext:
+    zero = cfg.zero
+    element_bytes = precision.param_dtype.itemsize
+    explicit = "reduce_bucket_size" in (cfg.raw.get("zero_optimization") or {})
+    offload = [o for o in (zero.offload_optimizer, zero.offload_param) if o is not None and o.device != "none"]
+    if any(o.device != "cpu" for o in offload):
+        raise UsageError("offload device 'nvme' is not supported by dsrun: use \"device\": \"cpu\"")
+    return StrategyContext(
+        placement=placement,
+        precision=precision,
+        stage=zero.stage,
+        reduce_bucket_elements=int(zero.reduce_bucket_size),
+        gather_bucket_elements=int(zero.allgather_bucket_size),
+        ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
+        offload_cpu=bool(offload),
+    )
+
+
+def initialize(
+    args=None,
+    model: nn.Module | None = None,
+    optimizer=None,
+    model_parameters=None,
+    training_data=None,
+    lr_scheduler=None,
+    distributed_port: int | None = None,
+    mpu=None,
+    dist_init_required: bool | None = None,
+    collate_fn=None,
+    config=None,
+    mesh_param=None,
+    config_params=None,
+):
+    """Returns `(engine, optimizer, training_dataloader, lr_scheduler)`, as `deepspeed.initialize` does."""
+    if model is None:
+        raise UsageError("dsrun.initialize needs model=")
+    if mpu is not None or mesh_param is not None:
+        raise UsageError("model parallelism (mpu=, mesh_param=) is not supported by dsrun: data parallel only")
+    raw, source = _raw_config(args, config, config_params)
+    cfg = parse_run_config(raw, source=source)
+    placement = init_distributed(dist_init_required=dist_init_required)
+    batch = cfg.batch(placement.world_size)
+    rank0 = placement.rank == 0
+    if rank0:
+        for warning in cfg.warnings:
+            say(f"warning: {warning}")
+    if cfg.seed is not None:
+        torch.manual_seed(cfg.seed)
+
+    precision = choose_precision(cfg, placement.device)
+    model.to(placement.device)
+    if precision.half and cfg.zero.stage < 3:
+        model.to(precision.param_dtype)  # as DeepSpeed casts the module; stage 3 keeps fp32 shards (FSDP2)
+    groups = _param_groups(model, model_parameters, optimizer)
+    strategy = make_strategy(model, _strategy_context(cfg, placement, precision))
+
+    recipe = None
+    if optimizer is not None:
+        recipe = recipe_from_client(optimizer)
+        if cfg.optimizer is not None and rank0:
+            say(f"warning: both a client optimizer and an \"optimizer\" section ({cfg.optimizer.type}) were given;"
+                " the client optimizer is used, as in DeepSpeed")
+    elif cfg.optimizer is not None:
+        recipe = recipe_from_config(cfg.optimizer.type, cfg.optimizer.params)
+    torch_optimizer = None
+    if recipe is not None:
+        torch_optimizer = build_optimizer(recipe, _master_groups(groups, strategy.masters), placement.device)
+        check_shardable(torch_optimizer, cfg.zero.stage, cfg.zero_allow_untested_optimizer,
+                        lambda m: rank0 and say(f"warning: {m}"))
+    elif cfg.zero.stage > 0:
+        raise UsageError(f"ZeRO stage {cfg.zero.stage} needs an optimizer: add an \"optimizer\" section or pass"
+                         " optimizer= to dsrun.initialize")
+
+    scheduler = _scheduler(cfg, lr_scheduler, torch_optimizer)
+    loss_scaler = _loss_scaler(cfg, precision)
+    loader = None
+    if training_data is not None:
+        loader = DistributedLoader(
+            training_data, batch_size=batch.train_micro_batch_size_per_gpu, rank=placement.rank,
+            world_size=placement.world_size, seed=cfg.seed or 0, drop_last=cfg.dataloader_drop_last,
+            collate_fn=collate_fn, pin_memory=placement.device.type == "cuda",
+        )
+    engine = Engine(model=model, strategy=strategy, cfg=cfg, batch=batch, placement=placement, precision=precision,
+                    optimizer=torch_optimizer, lr_scheduler=scheduler, loss_scaler=loss_scaler, dataloader=loader)
+    if cfg.dump_state and rank0:
+        _dump_state(engine, cfg, strategy)
+    return engine, torch_optimizer, loader, scheduler
+
+
+def _scheduler(cfg, client_scheduler, optimizer):
+    if client_scheduler is not None:
+        if callable(client_scheduler) and not hasattr(client_scheduler, "step"):
+            return client_scheduler(optimizer)
+        return client_scheduler
+    if cfg.scheduler is None or optimizer is None:
+        return None
+    from dsrun.runtime.schedules import build_scheduler
+
+    return build_scheduler(optimizer, cfg.scheduler.type, cfg.scheduler.params)
+
+
+def _loss_scaler(cfg, precision):
+    if not precision.loss_scaling:
+        return None
+    from dsrun.runtime.loss_scaler import make_loss_scaler
+
+    if precision.static_loss_scale is not None:
+        return make_loss_scaler(loss_scale=precision.static_loss_scale)
+    fp16 = cfg.fp16
+    return make_loss_scaler(
+        loss_scale=fp16.loss_scale,
+        initial_scale_power=fp16.initial_scale_power,
+        loss_scale_window=fp16.loss_scale_window,
+        hysteresis=fp16.hysteresis,
+        consecutive_hysteresis=fp16.consecutive_hysteresis,
+        min_loss_scale=fp16.min_loss_scale,
+    )
+
+
+def _dump_state(engine: Engine, cfg, strategy) -> None:
+    choices = {
+        "world_size": engine.world_size,
+        "device": str(engine.device),
+        "backend": engine.placement.backend,
+        "zero_stage": cfg.zero.stage,
+        "strategy": type(strategy).__name__,
+        "precision": engine.precision.name,
+        "optimizer": type(engine.optimizer).__name__ if engine.optimizer is not None else None,
+        "lr_scheduler": type(engine.lr_scheduler).__name__ if engine.lr_scheduler is not None else None,
+        "loss_scale": engine.loss_scale if engine.loss_scaler is not None else None,
+        "batch": engine.batch.to_dict(),
+        "gradient_clipping": cfg.gradient_clipping,
+    }
+    say("engine state:\n" + json.dumps({"config": cfg.raw, "choices": choices}, indent=2, default=str))

@@ -1,0 +1,113 @@
+"""The optimizer: from the config's `optimizer` section or the client's, built on the tensors the engine steps.
+
+Sharded stages step shards of parameters, not the model's own tensors, so an optimizer is described as a recipe
+(class, constructor defaults, per-group hyper-parameters) and built by the engine on its master tensors. A client
+optimizer instance is rebuilt the same way with its class and hyper-parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from dsrun.errors import UsageError
+
+# DeepSpeed's own optimizer names (case-insensitive there) that need its fused kernels; dsrun has no equivalent.
+_DEEPSPEED_ONLY = ("lamb", "lion", "muadam", "muadamw", "musgd", "muon", "onebitadam", "zerooneadam", "onebitlamb")
+
+# Optimizers whose update of an element depends only on that element's own history, so stepping a shard of a
+# parameter is exactly stepping the whole parameter. Others (LBFGS, per-tensor norms) are "untested" under ZeRO.
+ELEMENTWISE = (
+    torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
+    torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta, torch.optim.ASGD,
+)
+
+
+@dataclass
+class OptimizerRecipe:
+    cls: type[torch.optim.Optimizer]
+    defaults: dict[str, Any]
+    group_options: list[dict[str, Any]] | None = None  # per-group hyper-parameters of a client optimizer
+    factory: Callable | None = None  # a client callable(params) -> Optimizer
+    source: str = field(default="config")
+
+    @property
+    def name(self) -> str:
+        return self.cls.__name__ if self.cls is not None else "client callable"
+
+
+def _torch_class(name: str) -> type[torch.optim.Optimizer] | None:
+    candidate = getattr(torch.optim, name, None)
+    if isinstance(candidate, type) and issubclass(candidate, torch.optim.Optimizer):
+        return candidate
+    return None
+
+
+def _torch_choices() -> str:
+    return ", ".join(sorted(n for n in dir(torch.optim) if _torch_class(n) and n != "Optimizer"))
+
+
+def recipe_from_config(type_name: str, params: dict[str, Any]) -> OptimizerRecipe:
+    params = dict(params)
+    adam_w_mode = params.pop("adam_w_mode", True)
+    params.pop("torch_adam", None)  # dsrun always uses torch's Adam; the flag chose between implementations
+    lowered = type_name.lower()
+    if lowered in ("adam", "adamw"):
+        # DeepSpeed: "Adam" means decoupled weight decay unless adam_w_mode is false; "AdamW" always does.
+        cls = torch.optim.AdamW if lowered == "adamw" or adam_w_mode else torch.optim.Adam
+    elif lowered == "adagrad":
+        cls = torch.optim.Adagrad
+    elif lowered in _DEEPSPEED_ONLY:
+        raise UsageError(
+            f"optimizer.type {type_name!r} needs DeepSpeed's fused kernels, which dsrun does not have:"
+            f" use Adam, AdamW or a torch.optim class ({_torch_choices()})"
+        )
+    else:
+        cls = _torch_class(type_name)
+        if cls is None:
+            raise UsageError(
+                f"optimizer.type {type_name!r} is not known: use Adam, AdamW, Adagrad or a torch.optim class"
+                f" by its exact name ({_torch_choices()})"
+            )
+    return OptimizerRecipe(cls, params)
+
+
+def recipe_from_client(optimizer: Any) -> OptimizerRecipe:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        return OptimizerRecipe(type(optimizer), dict(optimizer.defaults), group_options=groups, source="client")
+    if callable(optimizer):
+        return OptimizerRecipe(None, {}, factory=optimizer, source="client")  # type: ignore[arg-type]
+    raise UsageError(f"optimizer must be a torch.optim.Optimizer or a callable(params), got {type(optimizer).__name__}")
+
+
+def build_optimizer(recipe: OptimizerRecipe, groups: list[dict[str, Any]], device: torch.device):
+    """Build the optimizer on `groups` (dicts with "params" and their hyper-parameters)."""
+    if recipe.factory is not None:
+        return recipe.factory(groups)
+    defaults = dict(recipe.defaults)
+    fusable = recipe.cls in (torch.optim.Adam, torch.optim.AdamW) and device.type == "cuda"
+    if fusable and recipe.source == "config" and not {"fused", "foreach"} & defaults.keys():
+        defaults["fused"] = True  # the fused kernels exist for CUDA tensors only
+    try:
+        return recipe.cls(groups, **defaults)
+    except TypeError as err:
+        raise UsageError(f"optimizer {recipe.name}: bad parameter in optimizer.params ({err})") from None
+    except ValueError as err:
+        raise UsageError(f"optimizer {recipe.name}: {err}") from None
+
+
+def check_shardable(optimizer: torch.optim.Optimizer, stage: int, allow_untested: bool, warn) -> None:
+    """Refuse (or, when allowed, warn about) a ZeRO-sharded optimizer whose update is not element-wise."""
+    if stage == 0 or isinstance(optimizer, ELEMENTWISE):
+        return
+    name = type(optimizer).__name__
+    if not allow_untested:
+        raise UsageError(
+            f"ZeRO stage {stage} shards the optimizer, which is exact only for element-wise optimizers (Adam, AdamW,"
+            f" SGD, Adagrad, RMSprop, ...); {name} is not one: set \"zero_allow_untested_optimizer\": true"
+            " to run it anyway, or use stage 0"
+        )
+    warn(f"{name} runs sharded under ZeRO stage {stage}: per-tensor statistics see only this rank's shard")

@@ -1,0 +1,90 @@
+"""What every ZeRO stage's strategy provides to the engine, and what it is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dsrun.runtime.distributed import Placement
+from dsrun.runtime.precision import Precision
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    placement: Placement
+    precision: Precision
+    stage: int
+    reduce_bucket_elements: int  # gradient reduction bucket (stage 2), in elements
+    gather_bucket_elements: int  # parameter all-gather bucket (stages 1-2), in elements
+    ddp_bucket_cap_mb: float | None  # None: DDP's own default
+    offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"
+
+
+class Strategy:
+    """One ZeRO stage's mechanism. The engine calls, per micro-step: before_forward, (forward), after_backward;
+    per optimizer step: owned_grads, (clip, optimizer.step), after_step, zero_grad."""
+
+    module: nn.Module  # what forward runs through (DDP, FSDP2 or the plain model)
+    sharded: bool  # owned grads are this rank's partition: a global norm needs a sum over ranks
+    masters: dict[nn.Parameter, torch.Tensor]  # model parameter -> the tensor the optimizer updates for it
+
+    def before_forward(self, boundary: bool) -> None:
+        """`boundary`: this micro-step ends an accumulation cycle (its gradients must be synchronised)."""
+
+    def after_backward(self, boundary: bool) -> None:
+        """Gradients of this micro-step are complete."""
+
+    def owned_grads(self) -> list[torch.Tensor]:
+        """Attach the synchronised fp32 gradients to the master tensors and return them (local parts)."""
+        raise NotImplementedError
+
+    def after_step(self) -> None:
+        """The optimizer updated the masters: make the model's parameters match on every rank."""
+
+    def zero_grad(self) -> None:
+        raise NotImplementedError
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def fp32_allreduce_hook(process_group, bucket):
+    """DDP comm hook for half-precision gradients: reduce in fp32 (no overflow or rounding in the sum)."""
+    import torch.distributed as dist
+
+    buffer = bucket.buffer()
+    group = process_group if process_group is not None else dist.group.WORLD
+    wide = buffer.float().div_(dist.get_world_size(group))
+    future = dist.all_reduce(wide, group=group, async_op=True).get_future()
+
+    def narrow(fut):
+        return buffer.copy_(fut.value()[0])
+
+    return future.then(narrow)
+
+
+def wrap_ddp(model: nn.Module, ctx: StrategyContext) -> nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    if ctx.placement.world_size == 1:
+        return model  # nothing to synchronise; skip DDP's hooks
+    kwargs = {"bucket_cap_mb": ctx.ddp_bucket_cap_mb} if ctx.ddp_bucket_cap_mb is not None else {}
+    device = ctx.placement.device
+    ddp = DistributedDataParallel(
+        model,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        gradient_as_bucket_view=True,  # otherwise DDP's buckets are a second full copy of the gradients
+        **kwargs,
+    )
+    if ctx.precision.half:
+        ddp.register_comm_hook(None, fp32_allreduce_hook)
+    return ddp
+
+
+def set_grad_sync(module: nn.Module, boundary: bool) -> None:
+    # What DDP.no_sync() toggles; the engine's forward and backward are separate calls, so no context manager.
+    if hasattr(module, "require_backward_grad_sync"):
+        module.require_backward_grad_sync = boundary

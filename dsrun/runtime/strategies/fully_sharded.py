@@ -1,0 +1,67 @@
+"""ZeRO stage 3 on FSDP2 (`fully_shard`): parameters, gradients and optimizer state all sharded.
+
+Each block (the entries of the model's ModuleLists/Sequentials, or else the root's direct children) is its own
+FSDP unit, then the root; parameters are gathered per unit for forward and backward and resharded after forward.
+Half precision computes in bf16/fp16 while FSDP2 keeps the sharded fp32 parameters (the master weights) and reduces
+gradients in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+from dsrun.runtime.strategies.base import Strategy, StrategyContext
+
+
+def blocks_of(model: nn.Module) -> list[nn.Module]:
+    """The units to shard separately: outermost ModuleList/Sequential entries holding parameters."""
+    found: list[nn.Module] = []
+
+    def visit(module: nn.Module) -> None:
+        for child in module.children():
+            if isinstance(child, (nn.ModuleList, nn.Sequential)):
+                found.extend(b for b in child.children() if any(True for _ in b.parameters()))
+            else:
+                visit(child)
+
+    if isinstance(model, (nn.ModuleList, nn.Sequential)):
+        found.extend(b for b in model.children() if any(True for _ in b.parameters()))
+    else:
+        visit(model)
+    if not found:
+        found = [c for c in model.children() if any(True for _ in c.parameters())]
+    return found
+
+
+class FullySharded(Strategy):
+    sharded = True
+
+    def __init__(self, model: nn.Module, ctx: StrategyContext):
+        placement = ctx.placement
+        names = {id(p): name for name, p in model.named_parameters()}
+        originals = [p for p in model.parameters() if p.requires_grad]
+        mesh = init_device_mesh(placement.device.type, (placement.world_size,))
+        precision = ctx.precision
+        mp_policy = (
+            MixedPrecisionPolicy(param_dtype=precision.param_dtype, reduce_dtype=torch.float32)
+            if precision.half else MixedPrecisionPolicy()
+        )
+        offload = CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu else OffloadPolicy()
+        options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
+        for block in blocks_of(model):
+            fully_shard(block, **options)
+        fully_shard(model, **options)
+        self.module = model
+        sharded = dict(model.named_parameters())
+        # fully_shard replaces each parameter by a DTensor one; the client's param groups name the old objects.
+        self.masters = {p: sharded[names[id(p)]] for p in originals}
+
+    def owned_grads(self) -> list[torch.Tensor]:
+        return [m.grad.to_local() for m in self.masters.values() if m.grad is not None]
+
+    def zero_grad(self) -> None:
+        for master in self.masters.values():
+            master.grad = None

@@ -1,0 +1,109 @@
+"""ZeRO stages 1 and 2 on replicated parameters: each rank owns a row shard of every parameter.
+
+Stage 1: DDP all-reduces the full gradients at the end of an accumulation cycle; each rank steps its rows only
+         (optimizer state and fp32 master weights: 1/N each), then the updated rows are gathered.
+Stage 2: no DDP. After every backward the gradients are reduced and each rank keeps only its rows, accumulated in
+         fp32; the full gradients are freed at once, so they never outlive a micro-step.
+Which collective does the reducing and gathering is chosen per backend (collectives.py).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dsrun.runtime.strategies.base import Strategy, StrategyContext, set_grad_sync, trainable, wrap_ddp
+from dsrun.runtime.strategies.collectives import gather_shards, reduce_to_shard
+from dsrun.runtime.strategies.layout import as_rows, make_buckets, row_range
+
+
+def broadcast_model(model: nn.Module) -> None:
+    """Start every rank from rank 0's parameters and buffers (DDP does this itself for stages 0 and 1)."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+
+class Sharded(Strategy):
+    sharded = True
+
+    def __init__(self, model: nn.Module, ctx: StrategyContext):
+        self.ctx = ctx
+        self.rank, self.world = ctx.placement.rank, ctx.placement.world_size
+        self.params = trainable(model)
+        self.rows = {p: row_range(as_rows(p).shape[0], self.world, self.rank) for p in self.params}
+        self.gather_buckets = make_buckets(self.params, self.world, ctx.gather_bucket_elements)
+        if ctx.stage == 1:
+            self.module = wrap_ddp(model, ctx)
+        else:
+            self.module = model
+            if self.world > 1:
+                broadcast_model(model)
+            self.reduce_buckets = make_buckets(self.params, self.world, ctx.reduce_bucket_elements)
+            self.accumulated: dict[nn.Parameter, torch.Tensor | None] = dict.fromkeys(self.params)
+        # After DDP's or our broadcast, so every rank's masters start from rank 0's parameters.
+        self.masters = {}
+        for param in self.params:
+            start, end = self.rows[param]
+            shard = as_rows(param.detach())[start:end]
+            # fp32 modules: the master *is* the parameter's rows (a view), so the step updates the model in place.
+            self.masters[param] = shard.float().clone() if ctx.precision.master_weights else shard
+
+    def before_forward(self, boundary: bool) -> None:
+        set_grad_sync(self.module, boundary)
+
+    def after_backward(self, boundary: bool) -> None:
+        if self.ctx.stage == 2:
+            self._reduce_into_shards()
+
+    def _reduce_into_shards(self) -> None:
+        device = self.ctx.placement.device
+        for bucket in self.reduce_buckets:
+            if all(p.grad is None for p in bucket.params):
+                continue
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
+            packed = torch.empty(self.world * bucket.segment, dtype=torch.float32, device=device)
+            mine = reduce_to_shard(bucket.pack(grads, self.world, packed), bucket.segment, self.rank, self.world)
+            mine.div_(self.world)  # DeepSpeed averages gradients over data-parallel ranks
+            offset = 0
+            for i, param in enumerate(bucket.params):
+                n = bucket.numel_of(i, self.rank)
+                piece = mine[offset : offset + n].view_as(self.masters[param])
+                offset += n
+                if self.accumulated[param] is None:
+                    self.accumulated[param] = piece.clone()
+                else:
+                    self.accumulated[param].add_(piece)
+                param.grad = None  # the full gradient is done with: free it now
+
+    def owned_grads(self) -> list[torch.Tensor]:
+        grads = []
+        for param, master in self.masters.items():
+            if self.ctx.stage == 2:
+                grad = self.accumulated[param]
+            elif param.grad is None:
+                grad = None
+            else:
+                start, end = self.rows[param]
+                grad = as_rows(param.grad)[start:end]
+                grad = grad.float() if grad.dtype != torch.float32 else grad
+            master.grad = grad
+            if grad is not None:
+                grads.append(grad)
+        return grads
+
+    def after_step(self) -> None:
+        dtype = self.ctx.precision.param_dtype
+        with torch.no_grad():
+            for bucket in self.gather_buckets:
+                mine = torch.empty(bucket.segment, dtype=dtype, device=self.ctx.placement.device)
+                bucket.segment_of([self.masters[p] for p in bucket.params], self.rank, mine)
+                bucket.unpack_into_params(gather_shards(mine, self.rank, self.world), self.world)
+
+    def zero_grad(self) -> None:
+        for param, master in self.masters.items():
+            param.grad = None
+            master.grad = None
+        if self.ctx.stage == 2:
+            self.accumulated = dict.fromkeys(self.params)

@@ -1,0 +1,94 @@
+"""Runs under dsrun (or alone for world size 1): trains the same model with every ZeRO stage and accumulation
+setting and prints, as JSON, the engine's losses beside a plain single-process PyTorch loop's on the same data."""
+
+import json
+import sys
+
+import torch
+from torch import nn
+
+import dsrun
+
+STEPS, MICRO, WIDTH = 4, 2, 16
+
+
+class Model(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(8, WIDTH)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.LayerNorm(WIDTH), nn.Linear(WIDTH, WIDTH), nn.GELU())
+                                    for _ in range(3))
+        self.head = nn.Linear(WIDTH, 1)
+
+    def forward(self, x):
+        h = self.embed(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return self.head(h)
+
+
+def global_batch(step, size):
+    g = torch.Generator().manual_seed(1000 + step)
+    return torch.randn(size, 8, generator=g), torch.randn(size, 1, generator=g)
+
+
+def reference(accumulation, world, clip):
+    torch.manual_seed(0)
+    model = Model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    losses = []
+    for step in range(STEPS):
+        x, y = global_batch(step, MICRO * accumulation * world)
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        if clip:
+            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    return losses
+
+
+def engine_run(stage, accumulation, clip):
+    torch.manual_seed(0)
+    model = Model()
+    config = {
+        "train_micro_batch_size_per_gpu": MICRO,
+        "gradient_accumulation_steps": accumulation,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.1}},
+        "gradient_clipping": clip,
+        "zero_optimization": {"stage": stage},
+    }
+    engine, _, _, _ = dsrun.initialize(model=model, config=config)
+    world, rank = engine.world_size, engine.global_rank
+    losses = []
+    for step in range(STEPS):
+        x, y = global_batch(step, MICRO * accumulation * world)
+        total = torch.zeros(())
+        for micro in range(accumulation):
+            k = micro * world + rank  # this rank's slice of the global batch
+            loss = nn.functional.mse_loss(engine(x[k * MICRO:(k + 1) * MICRO]), y[k * MICRO:(k + 1) * MICRO])
+            engine.backward(loss)
+            engine.step()
+            total += loss.detach()
+        if world > 1:
+            torch.distributed.all_reduce(total)
+        losses.append(total.item() / (accumulation * world))
+    return losses, engine.get_global_grad_norm()
+
+
+def main():
+    clip = float(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else 0.0
+    results = []
+    for stage in (0, 1, 2, 3):
+        for accumulation in (1, 2):
+            losses, norm = engine_run(stage, accumulation, clip)
+            world = torch.distributed.get_world_size()
+            results.append({"stage": stage, "accumulation": accumulation, "world": world, "losses": losses,
+                            "reference": reference(accumulation, world, clip), "grad_norm": norm})
+    if torch.distributed.get_rank() == 0:
+        print("RESULTS " + json.dumps(results), flush=True)
+
+
+if __name__ == "__main__":
+    main()
