@@ -1,0 +1,74 @@
+"""Check a raw config against the key catalogue: unknown keys, wrong types and ranges become UsageErrors.
+
+The result is a "clean" copy: every value in its canonical type, and keys whose value is null or "auto" left out,
+because both mean "use the default / derive it" (DeepSpeed's pydantic sections drop "auto" the same way, and HF
+Transformers writes it for values it fills in itself).
+"""
+
+from __future__ import annotations
+
+import difflib
+from functools import lru_cache
+from typing import Any, Mapping
+
+from dsrun.config.checks import show
+from dsrun.config.keys import TOP_LEVEL, Section, iter_paths
+from dsrun.errors import UsageError
+
+
+def is_unset(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value == "auto")
+
+
+def validate(raw: Mapping[str, Any], section: Section = TOP_LEVEL, prefix: str = "") -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str):
+            where = prefix.rstrip(".") or "the config"
+            raise UsageError(f"{where} has a key that is not a string, {show(key)}: write config keys as strings")
+        path = f"{prefix}{key}"
+        entry = section.get(key)
+        if entry is None:
+            if not key.isprintable():  # a stray newline or tab in a key must not break the one-line error
+                raise UsageError(f"{prefix}{show(key)} is not a DeepSpeed config key: check its spelling and section,"
+                                 " or remove it")
+            raise UsageError(unknown_key_message(path, section))
+        if is_unset(value):
+            continue
+        if isinstance(entry, dict):
+            if not isinstance(value, Mapping):
+                raise UsageError(f"{path} must be a mapping of keys to values, got {show(value)}")
+            clean[key] = validate(value, entry, f"{path}.")
+        else:
+            clean[key] = entry(path, value)
+    return clean
+
+
+@lru_cache(maxsize=1)
+def _paths_by_name() -> dict[str, tuple[str, ...]]:
+    """Every catalogue path, indexed by its last component, to spot a key written in the wrong section."""
+    index: dict[str, list[str]] = {}
+    for path, _entry in iter_paths():
+        index.setdefault(path.rsplit(".", 1)[-1], []).append(path)
+    return {name: tuple(paths) for name, paths in index.items()}
+
+
+def suggestion(path: str, section: Section) -> str | None:
+    """The key the user most likely meant: a known key placed in the wrong section, else a close spelling."""
+    parent, _, key = path.rpartition(".")
+    prefix = f"{parent}." if parent else ""
+    elsewhere = _paths_by_name().get(key, ())
+    if 1 <= len(elsewhere) <= 2:
+        return " or ".join(elsewhere)
+    by_lower = {name.lower(): name for name in section}
+    if key.lower() in by_lower:
+        return prefix + by_lower[key.lower()]
+    close = difflib.get_close_matches(key.lower(), list(by_lower), n=1)
+    return prefix + by_lower[close[0]] if close else None
+
+
+def unknown_key_message(path: str, section: Section) -> str:
+    guess = suggestion(path, section)
+    if guess:
+        return f"{path} is not a DeepSpeed config key: did you mean {guess}?"
+    return f"{path} is not a DeepSpeed config key: check its spelling and section, or remove it"
