@@ -57,6 +57,12 @@ def _read(config: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
+def check_batch_keys(config: Mapping[str, Any]) -> None:
+    """Fail early on a batch key that is neither a positive integer nor absent/"auto"; the math needs the world size."""
+    for key in (TRAIN, MICRO, ACCUM):
+        _read(config, key)
+
+
 def _exact(numerator: int, denominator: int, t: int | None, m: int | None, g: int | None, w: int) -> int:
     if numerator % denominator:
         raise UsageError(

@@ -1,0 +1,120 @@
+"""The `zero_optimization` section: stage, offload, bucket sizes, and DeepSpeed's deprecated spellings of them.
+
+Defaults are DeepSpeed 0.19.8's: offload `pin_memory` true, 5e8-element buckets, `overlap_comm` on at stage 3 only.
+Deprecated forms are mapped the way DeepSpeed maps them and noted in a warning:
+`"zero_optimization": true` is stage 1 (and `false` stage 0), `cpu_offload: true` is `offload_optimizer` on the CPU,
+`cpu_offload_param: true` is `offload_param` on the CPU. `cpu_offload_use_pin_memory`, which DeepSpeed 0.19 reads but
+ignores, sets `pin_memory` of the offload dicts that do not set it themselves, as it did when it was current.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from dsrun.errors import UsageError
+
+DEFAULT_BUCKET_SIZE = 500_000_000
+ZERO = "zero_optimization"
+
+
+@dataclass(frozen=True)
+class OffloadConfig:
+    device: str = "none"  # "none" | "cpu" | "nvme"
+    pin_memory: bool = True
+    nvme_path: str | None = None
+
+
+@dataclass(frozen=True)
+class ZeroConfig:
+    stage: int = 0
+    offload_optimizer: OffloadConfig | None = None
+    offload_param: OffloadConfig | None = None
+    reduce_bucket_size: int = DEFAULT_BUCKET_SIZE
+    allgather_bucket_size: int = DEFAULT_BUCKET_SIZE
+    overlap_comm: bool = False
+    contiguous_gradients: bool = True
+    reduce_scatter: bool = True
+
+
+def expand_legacy_zero(raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
+    """Rewrite DeepSpeed's oldest form, `"zero_optimization": true|false`, as a section; returns the note to show."""
+    value = raw.get(ZERO)
+    if not isinstance(value, bool):
+        return raw, None
+    stage = 1 if value else 0
+    section: dict[str, Any] = {"stage": stage}
+    if stage and "allgather_size" in raw:
+        section["allgather_bucket_size"] = raw["allgather_size"]
+    expanded = {**raw, ZERO: section}
+    note = (f'"{ZERO}": {str(value).lower()} is deprecated: dsrun reads it as {{"stage": {stage}}};'
+            f' write "{ZERO}": {{"stage": {stage}}} instead')
+    return expanded, note
+
+
+def _offload(section: Mapping[str, Any] | None, pin_default: bool) -> OffloadConfig | None:
+    if section is None:
+        return None
+    return OffloadConfig(
+        device=section.get("device", "none"),
+        pin_memory=section.get("pin_memory", pin_default),
+        nvme_path=section.get("nvme_path"),
+    )
+
+
+def _from_deprecated(zero: Mapping[str, Any], old: str, new: str, notes: list[str]) -> Mapping[str, Any] | None:
+    """The offload dict, taken from `new` or mapped from the deprecated boolean `old`."""
+    if old not in zero:
+        return zero.get(new)
+    if new in zero:
+        raise UsageError(f"{ZERO}.{old} and {ZERO}.{new} are both set: remove the deprecated {old}")
+    notes.append(f'{ZERO}.{old} is deprecated: dsrun reads it as {new} {{"device": "cpu"}}; write that instead')
+    return {"device": "cpu"} if zero[old] else None
+
+
+def build_zero(zero: Mapping[str, Any], notes: list[str]) -> ZeroConfig:
+    """ZeroConfig from the clean `zero_optimization` section; deprecation and no-effect notes go to `notes`."""
+    stage = zero.get("stage", 0)
+    optimizer_dict = _from_deprecated(zero, "cpu_offload", "offload_optimizer", notes)
+    param_dict = _from_deprecated(zero, "cpu_offload_param", "offload_param", notes)
+    pin_default = True
+    if "cpu_offload_use_pin_memory" in zero:
+        pin_default = zero["cpu_offload_use_pin_memory"]
+        notes.append(f"{ZERO}.cpu_offload_use_pin_memory is deprecated: dsrun reads it as pin_memory of the offload"
+                     " dicts; write pin_memory inside offload_optimizer / offload_param instead")
+    config = ZeroConfig(
+        stage=stage,
+        offload_optimizer=_offload(optimizer_dict, pin_default),
+        offload_param=_offload(param_dict, pin_default),
+        reduce_bucket_size=zero.get("reduce_bucket_size", DEFAULT_BUCKET_SIZE),
+        allgather_bucket_size=zero.get("allgather_bucket_size", DEFAULT_BUCKET_SIZE),
+        overlap_comm=zero.get("overlap_comm", stage == 3),
+        contiguous_gradients=zero.get("contiguous_gradients", True),
+        reduce_scatter=zero.get("reduce_scatter", True),
+    )
+    _check_offload_against_stage(config, optimizer_dict, notes)
+    return config
+
+
+def _check_offload_against_stage(config: ZeroConfig, optimizer_dict: Mapping[str, Any] | None,
+                                 notes: list[str]) -> None:
+    stage = config.stage
+    if config.offload_param is not None and config.offload_param.device != "none" and stage < 3:
+        raise UsageError(
+            f"{ZERO}.offload_param needs stage 3 (only stage 3 partitions parameters), but stage is {stage}:"
+            " set stage to 3 or remove offload_param"
+        )
+    ratio = (optimizer_dict or {}).get("ratio", 1.0)
+    if ratio < 1 and stage < 3:
+        raise UsageError(
+            f"{ZERO}.offload_optimizer.ratio {ratio:g} offloads only part of the optimizer, which needs stage 3,"
+            f" but stage is {stage}: set stage to 3 or set ratio to 1"
+        )
+    optimizer = config.offload_optimizer
+    if optimizer is not None and optimizer.device != "none" and stage == 0:
+        notes.append(f"{ZERO}.offload_optimizer is accepted but dsrun does not act on it: offloading needs ZeRO"
+                     " stage 1-3, and stage is 0 (DeepSpeed ignores it there too)")
+    for name, offload in (("offload_optimizer", optimizer), ("offload_param", config.offload_param)):
+        if offload is not None and offload.device == "nvme":
+            notes.append(f'{ZERO}.{name}.device "nvme" is accepted but dsrun does not act on it: dsrun offloads to'
+                         ' CPU memory only, so "nvme" offloads to the CPU')
