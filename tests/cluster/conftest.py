@@ -27,3 +27,14 @@ def idle_cluster(cluster):
     yield cluster
     left = cluster.wait_until_idle()
     assert left == {}, f"processes left in the namespaces: {left}"
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory):
+    from tests.cluster.slurm_cluster import SlurmCluster
+
+    if os.geteuid() != 0:
+        pytest.fail("Slurm tests start munged, slurmctld and slurmd and need root")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm")).start()
+    yield cluster
+    cluster.stop()
