@@ -30,7 +30,8 @@ def parse_env_file(text: str, source: str) -> dict[str, str]:
     """`KEY=VALUE` lines; `#` comment lines, blank lines and a leading `export ` are allowed.
 
     The value is everything after the first `=`, taken literally (no shell expansion happens anywhere on the way to
-    the worker); one pair of matching surrounding quotes is removed, as a shell would.
+    the worker) with surrounding blanks dropped; one pair of matching surrounding quotes is removed, so a value
+    that starts or ends with a blank can be written quoted.
     """
     env: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
@@ -40,7 +41,7 @@ def parse_env_file(text: str, source: str) -> dict[str, str]:
         if line.startswith("export "):
             line = line[len("export "):].lstrip()
         key, equals, value = line.partition("=")
-        key = key.strip()
+        key, value = key.strip(), value.strip()
         if not equals or not _NAME.fullmatch(key):
             raise UsageError(f"{source}:{number}: expected KEY=VALUE with a variable name as KEY, got {raw.strip()!r}")
         if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":

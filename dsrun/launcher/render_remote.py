@@ -17,7 +17,8 @@ def print_remote(plan: WorldPlan) -> None:
 
     console = Console(file=sys.stdout, width=None if sys.stdout.isatty() else 200)
     if setup.srun is not None:
-        console.print(f"[bold]Slurm[/bold]: one node agent per node, started with\n  {escape(setup.agent_command)}")
+        console.print(f"[bold]Slurm[/bold]: one node agent per node, started with\n  {escape(setup.agent_command)}",
+                      soft_wrap=True)  # a command is for copying: never wrap it
     else:
         hosts = Table(title="SSH (nothing contacted)", title_justify="left")
         for column in ("node", "host", "connects to", "user", "port"):
@@ -25,7 +26,7 @@ def print_remote(plan: WorldPlan) -> None:
         for node, host in zip(plan.nodes, setup.hosts, strict=True):
             hosts.add_row(str(node.node_rank), host.host, host.address, host.user, str(host.port))
         console.print(hosts)
-        console.print(f"[bold]On each host[/bold]: {escape(setup.agent_command)}")
+        console.print(f"[bold]On each host[/bold]: {escape(setup.agent_command)}", soft_wrap=True)
         if setup.address_at_launch:
             first = plan.nodes[0].host
             console.print(f"MASTER_ADDR: the address {first} is reached at ({plan.master_addr} until then)")
