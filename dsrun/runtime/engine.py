@@ -21,6 +21,29 @@ from dsrun.runtime.progress import Throughput, Timers, say
 from dsrun.runtime.strategies import Strategy
 
 
+_CHUNKS = 16  # half-precision gradients are converted to fp32 in this many pieces per update
+_MIN_CHUNK = 1 << 16  # ... but not in pieces smaller than this many elements
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
+def _chunks(pairs: list, budget: int | None):
+    if budget is None:
+        yield pairs
+        return
+    chunk, size = [], 0
+    for pair in pairs:
+        chunk.append(pair)
+        size += pair[1].numel()
+        if size >= budget:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
 class Engine(nn.Module):
     def __init__(self, *, model: nn.Module, strategy: Strategy, cfg, batch: BatchMath, placement, precision: Precision,
                  optimizer, lr_scheduler, loss_scaler, dataloader=None):
@@ -42,6 +65,8 @@ class Engine(nn.Module):
         self._global_grad_norm: float | None = None
         self._step_applied = False
         self._losses: list[torch.Tensor] = []  # this cycle's micro-batch losses, for progress lines
+        self.track_model_state = False  # benchmarks: record model-state bytes during each update
+        self.model_state: dict[str, int] | None = None
         self._timers = Timers(cfg.wall_clock_breakdown, placement.device)
         self._throughput = Throughput()
 
@@ -147,24 +172,22 @@ class Engine(nn.Module):
 
     def _global_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
         """L2 norm over every rank's gradients: shards are disjoint, so squares add up across ranks."""
-        device = self.device
         if grads:
-            norms = torch._foreach_norm(grads)
-            squares = torch.stack([n.float().to(device) for n in norms]).pow(2).sum()
+            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+            squares = torch.stack([n.to(self.device) for n in norms]).pow(2).sum()
         else:
-            squares = torch.zeros((), device=device)
+            squares = torch.zeros((), device=self.device)
         if self.strategy.sharded and self.world_size > 1:
             dist.all_reduce(squares)
         return squares.sqrt()
 
     def _optimizer_step(self) -> None:
-        grads = self.strategy.owned_grads()
+        pairs = self.strategy.grad_pairs()
         scale = self.loss_scale
-        norm = self._global_norm(grads).item() / scale
+        norm = self._global_norm([_local(g) for _, g in pairs]).item() / scale
         self._global_grad_norm = norm
         finite = math.isfinite(norm)
-        check = self.loss_scaler is not None or self.precision.half
-        if check and not finite:
+        if not finite and (self.loss_scaler is not None or self.precision.half):
             # Every rank sees the same global norm, so they all skip together.
             self.skipped_steps += 1
             self._step_applied = False
@@ -173,10 +196,9 @@ class Engine(nn.Module):
             self.strategy.zero_grad()
             return
         clip = self.config.gradient_clipping
+        # DeepSpeed's combined factor: undo the loss scale and clip in one multiplication.
         factor = scale * max(1.0, (norm + 1e-6) / clip) if clip and clip > 0 and finite else scale
-        if factor != 1.0:
-            torch._foreach_mul_(grads, 1.0 / factor)
-        self.optimizer.step()
+        self._update(pairs, 1.0 / factor)
         self._step_applied = True
         if self.loss_scaler is not None:
             self.loss_scaler.update(False)
@@ -184,6 +206,32 @@ class Engine(nn.Module):
             self.lr_scheduler.step()
         self.strategy.after_step()
         self.strategy.zero_grad()
+
+    def _update(self, pairs: list[tuple[torch.Tensor, torch.Tensor]], multiplier: float) -> None:
+        """Step the optimizer, giving it fp32 copies of half-precision gradients a chunk at a time.
+
+        Masters without a gradient are skipped by torch optimizers, so stepping chunk by chunk is one update;
+        converting everything at once would hold a full fp32 gradient copy (4 bytes per parameter) on top of
+        what the ZeRO formulas allow.
+        """
+        converting = any(g.dtype != m.dtype for m, g in pairs)
+        budget = max(sum(g.numel() for _, g in pairs) // _CHUNKS, _MIN_CHUNK) if converting else None
+        chunks = list(_chunks(pairs, budget))
+        for index, chunk in enumerate(chunks):
+            grads = []
+            for master, grad in chunk:
+                master.grad = grad if grad.dtype == master.dtype else grad.to(master.dtype)
+                grads.append(_local(master.grad))
+            if multiplier != 1.0:
+                torch._foreach_mul_(grads, multiplier)
+            self.optimizer.step()
+            if self.track_model_state and index == len(chunks) - 1:  # every optimizer state exists by now
+                from dsrun.runtime.memory import model_state_bytes
+
+                self.model_state = model_state_bytes(self.module, self.strategy.masters, self.optimizer,
+                                                     grads=[g for _, g in pairs])
+            for master, _ in chunk:
+                master.grad = None
 
     def _report_progress(self) -> None:
         every = self.config.steps_per_print

@@ -24,7 +24,7 @@ class StrategyContext:
 
 class Strategy:
     """One ZeRO stage's mechanism. The engine calls, per micro-step: before_forward, (forward), after_backward;
-    per optimizer step: owned_grads, (clip, optimizer.step), after_step, zero_grad."""
+    per optimizer step: grad_pairs, (norm, clip, optimizer.step), after_step, zero_grad."""
 
     module: nn.Module  # what forward runs through (DDP, FSDP2 or the plain model)
     sharded: bool  # owned grads are this rank's partition: a global norm needs a sum over ranks
@@ -36,8 +36,9 @@ class Strategy:
     def after_backward(self, boundary: bool) -> None:
         """Gradients of this micro-step are complete."""
 
-    def owned_grads(self) -> list[torch.Tensor]:
-        """Attach the synchronised fp32 gradients to the master tensors and return them (local parts)."""
+    def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(master, its synchronised gradient) for every master that has one; the gradient keeps its own dtype
+        (the engine converts it to the master's dtype chunk by chunk, so no full fp32 copy ever exists)."""
         raise NotImplementedError
 
     def after_step(self) -> None:

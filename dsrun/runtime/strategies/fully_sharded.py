@@ -59,8 +59,8 @@ class FullySharded(Strategy):
         # fully_shard replaces each parameter by a DTensor one; the client's param groups name the old objects.
         self.masters = {p: sharded[names[id(p)]] for p in originals}
 
-    def owned_grads(self) -> list[torch.Tensor]:
-        return [m.grad.to_local() for m in self.masters.values() if m.grad is not None]
+    def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(m, m.grad) for m in self.masters.values() if m.grad is not None]
 
     def zero_grad(self) -> None:
         for master in self.masters.values():

@@ -21,14 +21,8 @@ class Replicated(Strategy):
     def before_forward(self, boundary: bool) -> None:
         set_grad_sync(self.module, boundary)
 
-    def owned_grads(self) -> list[torch.Tensor]:
-        grads = []
-        for param, master in self.masters.items():
-            if master is not param:
-                master.grad = None if param.grad is None else param.grad.float()
-            if master.grad is not None:
-                grads.append(master.grad)
-        return grads
+    def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(master, param.grad) for param, master in self.masters.items() if param.grad is not None]
 
     def after_step(self) -> None:
         with torch.no_grad():

@@ -71,14 +71,16 @@ class Sharded(Strategy):
                 n = bucket.numel_of(i, self.rank)
                 piece = mine[offset : offset + n].view_as(self.masters[param])
                 offset += n
+                # Reduced in fp32, kept in the parameters' dtype (DeepSpeed's grad_accum_dtype default): a shard
+                # of half gradients is what ZeRO-2's 2Ψ/N accounts for.
                 if self.accumulated[param] is None:
-                    self.accumulated[param] = piece.clone()
+                    self.accumulated[param] = piece.to(param.dtype, copy=True)
                 else:
                     self.accumulated[param].add_(piece)
                 param.grad = None  # the full gradient is done with: free it now
 
-    def owned_grads(self) -> list[torch.Tensor]:
-        grads = []
+    def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        pairs = []
         for param, master in self.masters.items():
             if self.ctx.stage == 2:
                 grad = self.accumulated[param]
@@ -87,11 +89,9 @@ class Sharded(Strategy):
             else:
                 start, end = self.rows[param]
                 grad = as_rows(param.grad)[start:end]
-                grad = grad.float() if grad.dtype != torch.float32 else grad
-            master.grad = grad
             if grad is not None:
-                grads.append(grad)
-        return grads
+                pairs.append((master, grad))
+        return pairs
 
     def after_step(self) -> None:
         dtype = self.ctx.precision.param_dtype
