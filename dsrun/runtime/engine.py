@@ -20,7 +20,6 @@ from dsrun.runtime.precision import Precision, cast_floating
 from dsrun.runtime.progress import Throughput, Timers, say
 from dsrun.runtime.strategies import Strategy
 
-
 _CHUNKS = 16  # half-precision gradients are converted to fp32 in this many pieces per update
 _MIN_CHUNK = 1 << 16  # ... but not in pieces smaller than this many elements
 
