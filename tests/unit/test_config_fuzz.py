@@ -86,7 +86,7 @@ def parses(raw) -> bool:
     return True
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(raw=CONFIGS, world_size=st.integers(min_value=1, max_value=16))
 def test_only_usage_errors(raw, world_size):
     before = copy.deepcopy(raw)
