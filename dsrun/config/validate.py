@@ -29,10 +29,7 @@ def validate(raw: Mapping[str, Any], section: Section = TOP_LEVEL, prefix: str =
         path = f"{prefix}{key}"
         entry = section.get(key)
         if entry is None:
-            if not key.isprintable():  # a stray newline or tab in a key must not break the one-line error
-                raise UsageError(f"{prefix}{show(key)} is not a DeepSpeed config key: check its spelling and section,"
-                                 " or remove it")
-            raise UsageError(unknown_key_message(path, section))
+            raise UsageError(unknown_key_message(prefix, key, section))
         if is_unset(value):
             continue
         if isinstance(entry, dict):
@@ -45,6 +42,11 @@ def validate(raw: Mapping[str, Any], section: Section = TOP_LEVEL, prefix: str =
 
 
 @lru_cache(maxsize=1)
+def _known_paths() -> frozenset[str]:
+    return frozenset(path for path, _entry in iter_paths())
+
+
+@lru_cache(maxsize=1)
 def _paths_by_name() -> dict[str, tuple[str, ...]]:
     """Every catalogue path, indexed by its last component, to spot a key written in the wrong section."""
     index: dict[str, list[str]] = {}
@@ -53,10 +55,8 @@ def _paths_by_name() -> dict[str, tuple[str, ...]]:
     return {name: tuple(paths) for name, paths in index.items()}
 
 
-def suggestion(path: str, section: Section) -> str | None:
+def suggestion(prefix: str, key: str, section: Section) -> str | None:
     """The key the user most likely meant: a known key placed in the wrong section, else a close spelling."""
-    parent, _, key = path.rpartition(".")
-    prefix = f"{parent}." if parent else ""
     elsewhere = _paths_by_name().get(key, ())
     if 1 <= len(elsewhere) <= 2:
         return " or ".join(elsewhere)
@@ -67,8 +67,22 @@ def suggestion(path: str, section: Section) -> str | None:
     return prefix + by_lower[close[0]] if close else None
 
 
-def unknown_key_message(path: str, section: Section) -> str:
-    guess = suggestion(path, section)
+def _nested(dotted: str) -> str:
+    """A dotted path written the way the config nests it: `a.b` -> `"a": {"b": ...}`."""
+    *outer, last = dotted.split(".")
+    text = f'"{last}": ...'
+    for part in reversed(outer):
+        text = f'"{part}": {{{text}}}'
+    return text
+
+
+def unknown_key_message(prefix: str, key: str, section: Section) -> str:
+    if not key.isprintable():  # a stray newline or tab in a key must not break the one-line error
+        return f"{prefix}{show(key)} is not a DeepSpeed config key: check its spelling and section, or remove it"
+    path = prefix + key
+    if "." in key and path in _known_paths():
+        return f"{path} is not a DeepSpeed config key: nest it instead, as {_nested(key)}"
+    guess = suggestion(prefix, key, section)
     if guess:
         return f"{path} is not a DeepSpeed config key: did you mean {guess}?"
     return f"{path} is not a DeepSpeed config key: check its spelling and section, or remove it"

@@ -272,6 +272,9 @@ def test_optimizer_or_scheduler_without_type_builds_nothing():
         ({"zero_optimization": {"offload_optimizer": {"pin_memroy": True}}},
          "did you mean zero_optimization.offload_optimizer.pin_memory"),
         ({"tensorboard": {"enable": True}}, "did you mean tensorboard.enabled"),
+        ({"zero_optimization.offload_optimizer.device": "cpu"},
+         'zero_optimization.offload_optimizer.device is not a DeepSpeed config key: nest it instead, as '
+         '"zero_optimization": {"offload_optimizer": {"device": ...}}'),
         ({"zzzz": 1}, "zzzz is not a DeepSpeed config key: check its spelling and section, or remove it"),
         ({"scheduler": {"type": "WarmupLR", "params": {"warmup_num_step": 10}}},
          "scheduler.params.warmup_num_step is not a parameter of WarmupLR: "
