@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 from typing import Any
 
 import torch
@@ -17,7 +18,7 @@ from torch import nn
 
 from dsrun.config.batch import BatchMath
 from dsrun.runtime.precision import Precision, cast_floating
-from dsrun.runtime.progress import Throughput, Timers, say
+from dsrun.runtime.progress import StepStats, Throughput, Timers, say
 from dsrun.runtime.strategies import Strategy
 
 _CHUNKS = 16  # half-precision gradients are converted to fp32 in this many pieces per update
@@ -45,7 +46,7 @@ def _chunks(pairs: list, budget: int | None):
 
 class Engine(nn.Module):
     def __init__(self, *, model: nn.Module, strategy: Strategy, cfg, batch: BatchMath, placement, precision: Precision,
-                 optimizer, lr_scheduler, loss_scaler, dataloader=None):
+                 optimizer, lr_scheduler, loss_scaler, dataloader=None, monitor=None, monitoring: bool = False):
         super().__init__()
         self.module = model
         self.strategy = strategy
@@ -68,6 +69,9 @@ class Engine(nn.Module):
         self.model_state: dict[str, int] | None = None
         self._timers = Timers(cfg.wall_clock_breakdown, placement.device)
         self._throughput = Throughput()
+        self._last_update_end = time.perf_counter()
+        self.monitor = monitor  # rank 0's recorder of StepStats (CSV, TensorBoard, wandb, summary), or None
+        self._monitoring = monitoring  # the same on every rank: whether each step's loss is gathered for rank 0
 
     # -- DeepSpeed's accessors ----------------------------------------------------------------------------------
     @property
@@ -157,7 +161,7 @@ class Engine(nn.Module):
             self.global_steps += 1
             self.global_samples += self.train_batch_size()
             self._throughput.add(self.train_batch_size())
-            self._report_progress()
+            self._after_update()
             self._losses = []
         self.micro_steps += 1
 
@@ -232,24 +236,44 @@ class Engine(nn.Module):
             for master, _ in chunk:
                 master.grad = None
 
-    def _report_progress(self) -> None:
+    def _after_update(self) -> None:
+        """Progress line every steps_per_print steps; a StepStats row for the monitors every step."""
         every = self.config.steps_per_print
-        if not every or self.global_steps % every:
+        printing = bool(every) and self.global_steps % every == 0
+        now = time.perf_counter()
+        step_time, self._last_update_end = now - self._last_update_end, now
+        breakdown = self._timers.take_step()
+        if not printing and not self._monitoring:
             return
+        # Every rank takes part in the mean (same steps, same config), even though only rank 0 reports it.
         loss = torch.stack(self._losses).float().mean() if self._losses else torch.zeros((), device=self.device)
         if self.world_size > 1:
-            dist.all_reduce(loss)  # the same steps on every rank, so all of them join
+            dist.all_reduce(loss)
             loss /= self.world_size
         if self.global_rank != 0:
-            self._timers.report()
+            if printing:
+                self._timers.report()
             return
+        stats = StepStats(
+            step=self.global_steps, samples=self.global_samples, loss=loss.item(), lr=(self.get_lr() or [0.0])[0],
+            grad_norm=self._global_grad_norm, loss_scale=self.loss_scale if self.loss_scaler is not None else None,
+            applied=self._step_applied, skipped_steps=self.skipped_steps, step_time_s=step_time,
+            samples_per_sec=self.train_batch_size() / max(step_time, 1e-9),
+            forward_ms=breakdown.get("forward"), backward_ms=breakdown.get("backward"),
+            optimizer_ms=breakdown.get("step"),
+        )
+        if self.monitor is not None:
+            self.monitor.log(stats)
+        if printing:
+            self._print_progress(stats)
+
+    def _print_progress(self, stats: StepStats) -> None:
         lrs = ",".join(f"{lr:.3e}" for lr in self.get_lr())
-        line = (f"step {self.global_steps} loss {loss.item():.4f} lr {lrs} "
-                f"samples/s {self._throughput.rate():.1f}")
-        if self.loss_scaler is not None:
-            line += f" loss_scale {self.loss_scale:g}"
-        if self.skipped_steps:
-            line += f" skipped {self.skipped_steps}"
+        line = f"step {stats.step} loss {stats.loss:.4f} lr {lrs} samples/s {self._throughput.rate():.1f}"
+        if stats.loss_scale is not None:
+            line += f" loss_scale {stats.loss_scale:g}"
+        if stats.skipped_steps:
+            line += f" skipped {stats.skipped_steps}"
         if self.config.wall_clock_breakdown:
             line += f" | {self._timers.report()}"
         say(line)

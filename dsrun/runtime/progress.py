@@ -5,12 +5,32 @@ from __future__ import annotations
 import sys
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 import torch
 
 
 def say(message: str) -> None:
     print(f"dsrun: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """One optimizer step as rank 0 records it (the monitors' row)."""
+
+    step: int
+    samples: int
+    loss: float  # mean over the step's micro-batches and all ranks
+    lr: float  # the first param group's
+    grad_norm: float | None
+    loss_scale: float | None  # fp16 only
+    applied: bool  # False when an overflow skipped the update
+    skipped_steps: int
+    step_time_s: float  # wall time since the previous step ended
+    samples_per_sec: float
+    forward_ms: float | None = None  # with wall_clock_breakdown: this step's sums
+    backward_ms: float | None = None
+    optimizer_ms: float | None = None
 
 
 class Timers:
@@ -24,6 +44,7 @@ class Timers:
         self.sync = device.type == "cuda"
         self.totals: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        self.this_step: dict[str, float] = defaultdict(float)  # reset by take_step()
         self._started: dict[str, float] = {}
 
     def start(self, name: str) -> None:
@@ -36,8 +57,14 @@ class Timers:
         if self.enabled and name in self._started:
             if self.sync:
                 torch.cuda.synchronize()
-            self.totals[name] += (time.perf_counter() - self._started.pop(name)) * 1000
+            elapsed = (time.perf_counter() - self._started.pop(name)) * 1000
+            self.totals[name] += elapsed
             self.counts[name] += 1
+            self.this_step[name] += elapsed
+
+    def take_step(self) -> dict[str, float]:
+        taken, self.this_step = dict(self.this_step), defaultdict(float)
+        return taken
 
     def report(self) -> str:
         parts = [f"{name} {self.totals[name] / self.counts[name]:.1f} ms" for name in ("forward", "backward", "step")
