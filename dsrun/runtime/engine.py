@@ -211,19 +211,20 @@ class Engine(nn.Module):
         self.strategy.zero_grad()
 
     def _update(self, pairs: list[tuple[torch.Tensor, torch.Tensor]], multiplier: float) -> None:
-        """Step the optimizer, giving it fp32 copies of half-precision gradients a chunk at a time.
+        """Step the optimizer, giving it fp32 (or CPU-offloaded) copies of gradients a chunk at a time.
 
         Masters without a gradient are skipped by torch optimizers, so stepping chunk by chunk is one update;
         converting everything at once would hold a full fp32 gradient copy (4 bytes per parameter) on top of
         what the ZeRO formulas allow.
         """
-        converting = any(g.dtype != m.dtype for m, g in pairs)
+        converting = any(g.dtype != m.dtype or g.device != m.device for m, g in pairs)
         budget = max(sum(g.numel() for _, g in pairs) // _CHUNKS, _MIN_CHUNK) if converting else None
         chunks = list(_chunks(pairs, budget))
         for index, chunk in enumerate(chunks):
             grads = []
             for master, grad in chunk:
-                master.grad = grad if grad.dtype == master.dtype else grad.to(master.dtype)
+                same = grad.dtype == master.dtype and grad.device == master.device
+                master.grad = grad if same else grad.to(device=master.device, dtype=master.dtype)
                 grads.append(_local(master.grad))
             if multiplier != 1.0:
                 torch._foreach_mul_(grads, multiplier)

@@ -73,10 +73,12 @@ def _master_groups(groups: list[dict[str, Any]], masters: dict[nn.Parameter, tor
 def _strategy_context(cfg, placement, precision) -> StrategyContext:
     zero = cfg.zero
     element_bytes = precision.param_dtype.itemsize
-    explicit = "reduce_bucket_size" in (cfg.raw.get("zero_optimization") or {})
-    offload = [o for o in (zero.offload_optimizer, zero.offload_param) if o is not None and o.device != "none"]
-    if any(o.device != "cpu" for o in offload):
-        raise UsageError("offload device 'nvme' is not supported by dsrun: use \"device\": \"cpu\"")
+    section = cfg.raw.get("zero_optimization")
+    explicit = isinstance(section, dict) and section.get("reduce_bucket_size") not in (None, "auto")
+    # "nvme" offloads to CPU memory too (the config warns about it); stage 0 has nothing to offload.
+    offload = zero.stage > 0 and any(
+        o is not None and o.device != "none" for o in (zero.offload_optimizer, zero.offload_param)
+    )
     return StrategyContext(
         placement=placement,
         precision=precision,
@@ -84,7 +86,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         reduce_bucket_elements=int(zero.reduce_bucket_size),
         gather_bucket_elements=int(zero.allgather_bucket_size),
         ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
-        offload_cpu=bool(offload),
+        offload_cpu=offload,
     )
 
 

@@ -43,12 +43,16 @@ class Sharded(Strategy):
             self.reduce_buckets = make_buckets(self.params, self.world, ctx.reduce_bucket_elements)
             self.accumulated: dict[nn.Parameter, torch.Tensor | None] = dict.fromkeys(self.params)
         # After DDP's or our broadcast, so every rank's masters start from rank 0's parameters.
+        # With offload_optimizer the masters (and so the optimizer state) live in CPU memory.
+        master_device = torch.device("cpu") if ctx.offload_cpu else ctx.placement.device
         self.masters = {}
         for param in self.params:
             start, end = self.rows[param]
             shard = as_rows(param.detach())[start:end]
-            # fp32 modules: the master *is* the parameter's rows (a view), so the step updates the model in place.
-            self.masters[param] = shard.float().clone() if ctx.precision.master_weights else shard
+            if ctx.precision.master_weights or shard.device != master_device:
+                self.masters[param] = shard.to(device=master_device, dtype=torch.float32, copy=True)
+            else:  # the master *is* the parameter's rows (a view): the step updates the model in place
+                self.masters[param] = shard
 
     def before_forward(self, boundary: bool) -> None:
         set_grad_sync(self.module, boundary)
