@@ -45,3 +45,27 @@ def test_dry_run_in_an_allocation_shows_the_srun_command(slurm, tmp_path):
     srun = plan["remote"]["srun"]
     assert srun[0] == "srun" and f"--nodelist={slurm.node}" in srun and "--ntasks-per-node=1" in srun
     assert srun[-4:] == ["-u", "-m", "dsrun.launcher.node", "--slurm"]
+
+
+def test_sigterm_to_dsrun_in_an_allocation_stops_the_step(slurm, tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    proc = subprocess.Popen(["salloc", "-N1", "-n2", *DSRUN, WORKER, "sleep"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**slurm.env(), "NO_COLOR": "1", "PID_DIR": str(pids)})
+    deadline = time.monotonic() + 60
+    while len(list(pids.glob("*.pid"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the workers install their signal handlers right after recording their pid
+    workers = [int(p.read_text()) for p in pids.glob("*.pid")]
+    dsrun = next(p for p in psutil.Process(proc.pid).children() if "dsrun" in p.cmdline())
+    dsrun.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err  # salloc passes dsrun's exit code on
+    assert {f"[{slurm.node} rank {r}] rank {r} got SIGTERM" for r in (0, 1)} <= set(out.splitlines())
+    assert len(workers) == 2 and not [pid for pid in workers if psutil.pid_exists(pid)]
