@@ -46,9 +46,11 @@ def _chunks(pairs: list, budget: int | None):
 
 class Engine(nn.Module):
     def __init__(self, *, model: nn.Module, strategy: Strategy, cfg, batch: BatchMath, placement, precision: Precision,
-                 optimizer, lr_scheduler, loss_scaler, dataloader=None, monitor=None, monitoring: bool = False):
+                 optimizer, lr_scheduler, loss_scaler, param_names: dict, dataloader=None, monitor=None,
+                 monitoring: bool = False):
         super().__init__()
         self.module = model
+        self.param_names = param_names  # model parameter (as given) -> its name, the checkpoint key
         self.strategy = strategy
         self.config = cfg
         self.batch = batch
@@ -58,6 +60,7 @@ class Engine(nn.Module):
         self.lr_scheduler = lr_scheduler
         self.loss_scaler = loss_scaler
         self.training_dataloader = dataloader
+        self._checkpoint_calls = 0  # counts save/load calls, identical on every rank
         self.micro_steps = 0
         self.global_steps = 0
         self.global_samples = 0
@@ -167,6 +170,22 @@ class Engine(nn.Module):
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.strategy.zero_grad()
+
+    # -- checkpoints: every rank must call these ----------------------------------------------------------------
+    def save_checkpoint(self, save_dir, tag: str | None = None, client_state: dict | None = None,
+                        save_latest: bool = True) -> bool:
+        """Save to `save_dir/tag` (default tag `global_step{N}`) and point `save_dir/latest` at it."""
+        from dsrun.runtime.checkpoint import save_checkpoint
+
+        return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest)
+
+    def load_checkpoint(self, load_dir, tag: str | None = None, load_optimizer_states: bool = True,
+                        load_lr_scheduler_states: bool = True, load_module_only: bool = False):
+        """Load `load_dir/tag` (default: the `latest` one); returns (path, client_state), or (None, None)."""
+        from dsrun.runtime.checkpoint import load_checkpoint
+
+        return load_checkpoint(self, load_dir, tag=tag, load_optimizer_states=load_optimizer_states,
+                               load_lr_scheduler_states=load_lr_scheduler_states, load_module_only=load_module_only)
 
     def _require_optimizer(self, call: str) -> None:
         if self.optimizer is None:

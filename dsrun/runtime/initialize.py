@@ -16,6 +16,7 @@ from dsrun.errors import UsageError
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
+from dsrun.runtime.monitor import build_monitor, monitor_enabled
 from dsrun.runtime.optim import build_optimizer, check_shardable, recipe_from_client, recipe_from_config
 from dsrun.runtime.precision import choose_precision
 from dsrun.runtime.progress import say
@@ -126,6 +127,7 @@ def initialize(
     if precision.half and cfg.zero.stage < 3:
         model.to(precision.param_dtype)  # as DeepSpeed casts the module; stage 3 keeps fp32 shards (FSDP2)
     groups = _param_groups(model, model_parameters, optimizer)
+    param_names = {param: name for name, param in model.named_parameters()}  # before wrapping renames anything
     strategy = make_strategy(model, _strategy_context(cfg, placement, precision))
 
     recipe = None
@@ -154,8 +156,10 @@ def initialize(
             world_size=placement.world_size, seed=cfg.seed or 0, drop_last=cfg.dataloader_drop_last,
             collate_fn=collate_fn, pin_memory=placement.device.type == "cuda",
         )
+    monitor = build_monitor(cfg, placement)  # rank 0's CSV/TensorBoard/wandb recorder, or None
     engine = Engine(model=model, strategy=strategy, cfg=cfg, batch=batch, placement=placement, precision=precision,
-                    optimizer=torch_optimizer, lr_scheduler=scheduler, loss_scaler=loss_scaler, dataloader=loader)
+                    optimizer=torch_optimizer, lr_scheduler=scheduler, loss_scaler=loss_scaler, param_names=param_names,
+                    dataloader=loader, monitor=monitor, monitoring=monitor_enabled(cfg))
     if cfg.dump_state and rank0:
         _dump_state(engine, cfg, strategy)
     return engine, torch_optimizer, loader, scheduler

@@ -44,6 +44,10 @@ class Strategy:
     def after_step(self) -> None:
         """The optimizer updated the masters: make the model's parameters match on every rank."""
 
+    def after_load(self) -> None:
+        """A checkpoint was loaded into the masters: make the model's parameters match on every rank."""
+        self.after_step()
+
     def zero_grad(self) -> None:
         raise NotImplementedError
 

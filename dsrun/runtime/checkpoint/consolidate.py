@@ -1,0 +1,62 @@
+"""One process, no process group: read a dsrun checkpoint's tensors whole, or export its weights as one file.
+
+`dsrun consolidate CHECKPOINT_DIR OUT` writes the fp32 weights under "module" (the key DeepSpeed's model-states
+file uses), so `model.load_state_dict(torch.load(OUT)["module"])` loads them into the bare model.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+from dsrun.errors import UsageError
+from dsrun.runtime.checkpoint import layout
+
+
+def resolve_checkpoint(path: Path) -> Path:
+    """A tag directory, or a save directory whose `latest` names one."""
+    if layout.is_checkpoint(path):
+        return path
+    tag = layout.read_latest(path)
+    if tag is not None:
+        found = layout.find_tag_dir(path, tag)
+        if found is not None and layout.is_checkpoint(found):
+            return found
+    foreign = layout.describe_foreign(path) if path.is_dir() else None
+    if foreign:
+        raise UsageError(f"{path} is {foreign}")
+    raise UsageError(f"{path} is neither a dsrun checkpoint nor a save directory with a 'latest' file")
+
+
+def read_full(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Every tensor whose key starts with `prefix`, assembled whole from all ranks' shards, on the CPU."""
+    metadata = dcp.FileSystemReader(str(path)).read_metadata()
+    wanted = {
+        key: torch.empty(meta.size, dtype=meta.properties.dtype)
+        for key, meta in metadata.state_dict_metadata.items()
+        if isinstance(meta, TensorStorageMetadata) and key.startswith(prefix)
+    }
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load(wanted, checkpoint_id=str(path), no_dist=True)
+    return wanted
+
+
+def consolidate(checkpoint: Path, out: Path) -> Path:
+    source = resolve_checkpoint(checkpoint)
+    weights = {key.removeprefix("model."): t for key, t in read_full(source, "model.").items()}
+    weights = {k: t.float() if t.is_floating_point() else t for k, t in weights.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        try:
+            from safetensors.torch import save_file
+        except ImportError:
+            raise UsageError("writing .safetensors needs the safetensors package: pip install safetensors") from None
+        save_file({k: t.contiguous() for k, t in weights.items()}, str(out))
+    else:
+        torch.save({"module": weights}, out)
+    return source

@@ -1,0 +1,90 @@
+"""engine.load_checkpoint: read a dsrun checkpoint saved at any world size and ZeRO stage into this engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed.checkpoint as dcp
+
+from dsrun.errors import UsageError
+from dsrun.runtime.checkpoint import layout, rng
+from dsrun.runtime.checkpoint.save import FORMAT
+from dsrun.runtime.checkpoint.state import StateMapper, ensure_optimizer_state
+from dsrun.runtime.checkpoint.sync import all_ranks_arrive
+from dsrun.runtime.progress import say
+
+
+def _resolve(load_dir: Path, tag: str | None, rank: int) -> Path | None:
+    if tag is None:
+        tag = layout.read_latest(load_dir)
+        if tag is None:
+            if rank == 0:
+                say(f"warning: no checkpoint to load: {load_dir / layout.LATEST} does not exist; starting fresh")
+            return None
+    path = layout.find_tag_dir(load_dir, layout.check_tag(tag))
+    if path is None:
+        tags = ", ".join(layout.available_tags(load_dir)) or "none"
+        raise UsageError(f"checkpoint tag {tag!r} not found in {load_dir} (available: {tags})")
+    if not layout.is_checkpoint(path):
+        foreign = layout.describe_foreign(path)
+        raise UsageError(f"{path} is not a dsrun checkpoint" + (f": it is {foreign}" if foreign else ""))
+    return path
+
+
+def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_states: bool = True,
+                    load_lr_scheduler_states: bool = True, load_module_only: bool = False):
+    engine._checkpoint_calls += 1
+    all_ranks_arrive("load_checkpoint", engine._checkpoint_calls)
+    path = _resolve(Path(load_dir), tag, engine.global_rank)
+    if path is None:
+        return None, None
+    saved: dict[str, Any] = torch.load(path / layout.STATE_FILE, weights_only=False)
+    if saved.get("format") != FORMAT:
+        raise UsageError(f"{path}: unknown checkpoint format {saved.get('format')!r} (expected {FORMAT})")
+
+    with_optimizer = load_optimizer_states and not load_module_only and engine.optimizer is not None
+    if with_optimizer:
+        ensure_optimizer_state(engine.optimizer, list(engine.strategy.masters.values()))
+    mapper = StateMapper(engine)
+    wanted: dict[str, Any] = {"model": mapper.model_state()}
+    if with_optimizer:
+        wanted["optimizer"] = mapper.optimizer_state()
+    with torch.no_grad():
+        dcp.load(wanted, checkpoint_id=str(path))
+    mapper.finish_load()
+    engine.strategy.after_load()
+
+    if with_optimizer:
+        _restore_optimizer_extras(engine, saved)
+    if not load_module_only:
+        _restore_training_state(engine, saved, path, load_lr_scheduler_states)
+    return str(path), saved.get("client_state")
+
+
+def _restore_optimizer_extras(engine, saved: dict[str, Any]) -> None:
+    groups = saved.get("param_groups") or []
+    if len(groups) == len(engine.optimizer.param_groups):
+        for group, hyper in zip(engine.optimizer.param_groups, groups, strict=True):
+            group.update(hyper)
+    names = {engine.param_names[p]: m for p, m in engine.strategy.masters.items()}
+    for name, extra in (saved.get("optimizer_extra") or {}).items():
+        if name in names and extra:
+            engine.optimizer.state[names[name]].update(extra)
+
+
+def _restore_training_state(engine, saved: dict[str, Any], path: Path, with_scheduler: bool) -> None:
+    engine.global_steps = saved["global_steps"]
+    engine.global_samples = saved["global_samples"]
+    engine.micro_steps = saved["micro_steps"]
+    engine.skipped_steps = saved["skipped_steps"]
+    if with_scheduler and engine.lr_scheduler is not None and saved.get("lr_scheduler") is not None:
+        engine.lr_scheduler.load_state_dict(saved["lr_scheduler"])
+    if engine.loss_scaler is not None and saved.get("loss_scaler") is not None:
+        engine.loss_scaler.load_state_dict(saved["loss_scaler"])
+    if engine.training_dataloader is not None and saved.get("dataloader") is not None:
+        engine.training_dataloader.load_state_dict(saved["dataloader"])
+    rng_file = path / "rng" / f"rank{engine.global_rank}.pt"
+    if rng_file.is_file():  # a rank that did not exist at save time keeps its own generators
+        rng.restore(torch.load(rng_file, weights_only=False))

@@ -1,0 +1,107 @@
+"""The tensors of a checkpoint, keyed by parameter name, in a layout DCP can reshard.
+
+Model entries are the fp32 master weights (the true weights in half-precision runs); optimizer entries are each
+parameter's state. A tensor replicated on every rank is saved as a plain tensor (DCP writes it once); a rank's row
+shard (stages 1-2) is wrapped as a DTensor with Shard(0), whose chunk sizes are the strategy's row ranges; FSDP2
+(stage 3) already holds DTensors. DCP matches saved and wanted pieces by global offsets, so any of these layouts
+loads into any other: another world size or another ZeRO stage needs no conversion step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dsrun.runtime.strategies.layout import as_rows
+
+
+class StateMapper:
+    """Translates between an engine's live tensors and the checkpoint's global, name-keyed tensors."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.strategy = engine.strategy
+        self.row_sharded = hasattr(self.strategy, "rows")  # stages 1-2
+        self.names = {param: engine.param_names[param] for param in self.strategy.masters}
+        self._mesh = None
+        self._scalars: list[tuple[torch.Tensor, torch.Tensor]] = []  # (full copy, live shard) of 0-d parameters
+
+    @property
+    def mesh(self):
+        if self._mesh is None:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            placement = self.engine.placement
+            self._mesh = init_device_mesh(placement.device.type, (placement.world_size,))
+        return self._mesh
+
+    def _global(self, param: nn.Parameter, local: torch.Tensor) -> torch.Tensor:
+        """`local` (a master or a state tensor shaped like it) as a tensor of the parameter's global shape."""
+        if not self.row_sharded or local.dim() == 0 and param.dim() != 0:
+            return local  # replicated, or already a DTensor (FSDP2), or a per-parameter scalar such as Adam's step
+        if param.dim() == 0:
+            # One row, owned by rank 0: share it as a plain replicated value.
+            full = local.reshape(1).clone() if local.numel() else torch.zeros(1, dtype=local.dtype, device=local.device)
+            dist.broadcast(full, src=0)
+            self._scalars.append((full, local))
+            return full.view(())
+        from torch.distributed.tensor import DTensor, Shard
+
+        if local.shape[1:] != as_rows(param).shape[1:]:
+            raise RuntimeError(f"optimizer state of shape {tuple(local.shape)} for {self.names[param]} is not"
+                               " element-wise: a sharded stage cannot checkpoint it")
+        shape = param.shape
+        stride = torch.empty(shape, device="meta").stride()
+        return DTensor.from_local(local, self.mesh, [Shard(0)], run_check=False, shape=shape, stride=stride)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        masters = {self.names[p]: self._global(p, m) for p, m in self.strategy.masters.items()}
+        others = {k: v for k, v in self.engine.module.state_dict().items() if k not in masters}
+        return {**others, **masters}
+
+    def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        optimizer = self.engine.optimizer
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for param, master in self.strategy.masters.items():
+            entries = optimizer.state.get(master, {})
+            state[self.names[param]] = {
+                key: self._global(param, value) for key, value in entries.items() if isinstance(value, torch.Tensor)
+            }
+        return state
+
+    def finish_load(self) -> None:
+        """Write loaded values of 0-d parameters back into their shards."""
+        with torch.no_grad():
+            for full, local in self._scalars:
+                if local.numel():
+                    local.copy_(full.reshape(local.shape))
+        self._scalars.clear()
+
+
+def non_tensor_optimizer_state(engine) -> dict[str, dict[str, Any]]:
+    """Per-parameter optimizer entries that are not tensors (DCP stores tensors; these go to the state file)."""
+    names = {m: engine.param_names[p] for p, m in engine.strategy.masters.items()}
+    return {
+        names[m]: {k: v for k, v in engine.optimizer.state.get(m, {}).items() if not isinstance(v, torch.Tensor)}
+        for m in names
+    }
+
+
+def ensure_optimizer_state(optimizer: torch.optim.Optimizer, masters: list[torch.Tensor]) -> None:
+    """Create every parameter's optimizer state (torch creates it lazily at the first step) so a load has
+    tensors to fill: one step with zero gradients and a learning rate of 0 changes no weight."""
+    if all(optimizer.state.get(m) for m in masters):
+        return
+    saved_lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    for master in masters:
+        master.grad = torch.zeros_like(master)
+    optimizer.step()
+    for master in masters:
+        master.grad = None
+    for group, lr in zip(optimizer.param_groups, saved_lrs, strict=True):
+        group["lr"] = lr

@@ -1,0 +1,106 @@
+"""dsrun checkpoints across processes: exact resume, resharding across stages and world sizes, kill -9 during a
+save, a rank-0-only save that fails instead of hanging, and the single-file export."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+from torch import nn
+
+from dsrun.runtime.checkpoint.consolidate import consolidate, read_full, resolve_checkpoint
+
+pytestmark = pytest.mark.e2e
+
+WORKER = str(Path(__file__).with_name("checkpoint_worker.py"))
+
+
+def dsrun(world, *args, env=None, timeout=300, check=True):
+    result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(world), "--no_local_rank", WORKER,
+                             *map(str, args)], capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def losses(result) -> dict[int, list[float]]:
+    found = {}
+    for line in result.stdout.splitlines():
+        if "LOSSES " in line:
+            rank, payload = line.split("LOSSES ", 1)[1].split(" ", 1)
+            found[int(rank)] = json.loads(payload)
+    return found
+
+
+def test_resume_is_exact_including_data_order(tmp_path):
+    straight = losses(dsrun(2, "train", 2, 6, tmp_path / "unused", "none"))
+    first = losses(dsrun(2, "train", 2, 3, tmp_path / "ckpt", "save"))
+    resumed = losses(dsrun(2, "train", 2, 3, tmp_path / "ckpt", "resume"))
+    for rank in (0, 1):
+        assert first[rank] + resumed[rank] == straight[rank]
+    assert (tmp_path / "ckpt" / "latest").read_text() == "global_step6"
+
+
+def test_save_at_stage3_on_2_loads_at_stage0_on_1_and_stage1_on_2(tmp_path):
+    dsrun(2, "train", 3, 3, tmp_path / "z3", "save")
+    dsrun(1, "reload", 0, tmp_path / "z3", tmp_path / "z0w1")
+    dsrun(2, "reload", 1, tmp_path / "z3", tmp_path / "z1w2")
+    original = read_full(resolve_checkpoint(tmp_path / "z3"))
+    assert any(k.startswith("optimizer.") and k.endswith("exp_avg_sq") for k in original)
+    for other in ("z0w1", "z1w2"):
+        reloaded = read_full(resolve_checkpoint(tmp_path / other))
+        assert sorted(reloaded) == sorted(original)
+        for key, tensor in original.items():
+            assert torch.equal(reloaded[key], tensor), f"{other}: {key} differs"
+
+
+def test_kill_9_during_save_keeps_the_previous_checkpoint_loadable(tmp_path):
+    save_dir = tmp_path / "ckpt"
+    for delay in (0.3, 0.9, 1.6):
+        launcher = subprocess.Popen([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", WORKER,
+                                     "train", "2", "200", str(save_dir), "save-each-step"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        saved = 0
+        for line in launcher.stdout:  # wait until at least one checkpoint is complete
+            if "SAVED" in line:
+                saved += 1
+                break
+        assert saved, "the worker never saved"
+        time.sleep(delay)
+        victims = [p for p in psutil.Process(launcher.pid).children() if "checkpoint_worker" in " ".join(p.cmdline())]
+        victims[int(delay * 10) % len(victims)].send_signal(signal.SIGKILL)
+        launcher.communicate(timeout=60)
+        assert launcher.returncode == 128 + signal.SIGKILL
+        checkpoint = resolve_checkpoint(save_dir)  # what `latest` names exists and is complete
+        tensors = read_full(checkpoint)
+        assert tensors["model.0.weight"].shape == (512, 8)
+        state = torch.load(checkpoint / "dsrun_state.pt", weights_only=False)
+        assert checkpoint.name == f"global_step{state['global_steps']}"
+    leftovers = [p.name for p in save_dir.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers, "no save was interrupted: the kills missed every save window"
+
+
+def test_a_rank0_only_save_fails_with_a_message_instead_of_hanging(tmp_path):
+    result = dsrun(2, "rank0-only", tmp_path / "ckpt", env={"DSRUN_CHECKPOINT_SYNC_TIMEOUT": "3"}, check=False,
+                   timeout=120)
+    assert result.returncode != 0
+    assert "engine.save_checkpoint() was called on 1 of 2 ranks" in result.stderr
+    assert not (tmp_path / "ckpt" / "latest").exists()
+
+
+def test_consolidate_into_a_bare_model(tmp_path):
+    dsrun(2, "train", 2, 2, tmp_path / "ckpt", "save")
+    out = tmp_path / "weights.pt"
+    consolidate(tmp_path / "ckpt", out)
+    bare = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 1))
+    bare.load_state_dict(torch.load(out)["module"])
+    saved = read_full(resolve_checkpoint(tmp_path / "ckpt"), "model.")
+    for name, param in bare.state_dict().items():
+        assert torch.equal(param, saved[f"model.{name}"])
