@@ -4,7 +4,8 @@
     SAVE_DIR/<tag>/                 one checkpoint: DCP shards + .metadata, dsrun_state.pt, rng/rank<N>.pt
     SAVE_DIR/.tmp-<tag>-<nonce>/    a save in progress; renamed to <tag> only when every rank has finished
 
-A rename is atomic, so a process killed at any moment leaves either the old or the new checkpoint whole.
+A rename is atomic, so a process killed at any moment leaves either the old or the new checkpoint whole. (A power
+cut is another matter: like torch.save, shards are not fsynced.)
 """
 
 from __future__ import annotations

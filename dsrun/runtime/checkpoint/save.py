@@ -68,7 +68,9 @@ def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict
     tensors: dict[str, Any] = {"model": mapper.model_state()}
     if engine.optimizer is not None:
         tensors["optimizer"] = mapper.optimizer_state()
-    dcp.save(tensors, checkpoint_id=str(staged))
+    # No fsync per shard (torch.save does none either; it made saves ~1.5x slower here): the rename protocol
+    # survives any process being killed, not a power cut before the page cache reaches the disk.
+    dcp.save(tensors, storage_writer=dcp.FileSystemWriter(str(staged), sync_files=False))
     (staged / "rng").mkdir(exist_ok=True)
     torch.save(rng.capture(), staged / "rng" / f"rank{engine.global_rank}.pt")
     if engine.global_rank == 0:
