@@ -6,6 +6,8 @@ import json
 import os
 from pathlib import Path
 
+from bench.report_training import memory_table, train_step_table
+
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
 
@@ -35,9 +37,15 @@ def latest_per_benchmark(out_dir: Path) -> dict[str, tuple[Path, dict]]:
     latest: dict[str, tuple[Path, dict]] = {}
     # By the recorded date; the file's mtime breaks ties between runs started in the same second.
     for path, run in sorted(runs, key=lambda item: (item[1].get("date", ""), item[0].stat().st_mtime_ns)):
-        for name in run.get("benchmarks", {}):
-            latest[name] = (path, run)
+        for name, result in run.get("benchmarks", {}).items():
+            latest[section_name(name, result)] = (path, run)
     return latest
+
+
+def section_name(name: str, result: dict) -> str:
+    """A run with DeepSpeed (make bench-peers) has its own section: a later `make bench`, which cannot include
+    DeepSpeed, must not replace those figures."""
+    return f"{name} (with DeepSpeed)" if isinstance(result, dict) and result.get("with_deepspeed") else name
 
 
 def _spread(s: dict, scale: float = 1.0, digits: int = 3) -> str:
@@ -89,16 +97,18 @@ def plan_scale_table(result: dict) -> list[str]:
     return lines
 
 
-TABLES = {"launch": launch_table, "plan-scale": plan_scale_table}
+TABLES = {"launch": launch_table, "plan-scale": plan_scale_table, "train-step": train_step_table,
+          "memory": memory_table}
 
 
 def results_markdown(latest: dict[str, tuple[Path, dict]]) -> str:
     lines: list[str] = []
     for name, table in TABLES.items():
-        if name not in latest:
-            continue
-        path, run = latest[name]
-        lines += [f"### {name}", "", _source(path, run), "", *table(run["benchmarks"][name]), ""]
+        for section in (name, f"{name} (with DeepSpeed)"):
+            if section not in latest:
+                continue
+            path, run = latest[section]
+            lines += [f"### {section}", "", _source(path, run), "", *table(run["benchmarks"][name]), ""]
     lines.append("Figures: median (min–max) over the repetitions of one run; ratios are per A/B pair of that run.")
     return "\n".join(lines)
 

@@ -19,10 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import launch, plan_scale, report  # noqa: E402
+from bench import launch, memory, plan_scale, report, train_step  # noqa: E402
 from bench.timing import BenchError  # noqa: E402
 
-BENCHMARKS = {launch.NAME: launch.run, plan_scale.NAME: plan_scale.run}
+# Each takes (reps, repo, quick). The training benchmarks shorten themselves under --quick; the launcher ones
+# already run in seconds.
+BENCHMARKS = {
+    launch.NAME: lambda reps, repo, quick: launch.run(reps, repo),
+    train_step.NAME: train_step.run,
+    memory.NAME: memory.run,
+    plan_scale.NAME: lambda reps, repo, quick: plan_scale.run(reps, repo),
+}
 DEFAULT_REPS = 7
 QUICK_REPS = 2
 
@@ -107,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for name in names:
             print(f"{name}: {args.reps} reps", file=sys.stderr)
-            run["benchmarks"][name] = BENCHMARKS[name](args.reps, REPO)
+            run["benchmarks"][name] = BENCHMARKS[name](args.reps, REPO, args.quick)
     except BenchError as err:
         print(f"bench: error: {err}", file=sys.stderr)
         return 1
