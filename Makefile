@@ -38,5 +38,10 @@ lint: install
 bench: install
 	$(PY) bench/run.py
 
+# The train-step and memory benchmarks with DeepSpeed included; DeepSpeed lives in bench/.venv-peers, never in .venv.
+.PHONY: bench-peers
+bench-peers:
+	PYTHON=$(PYTHON) bench/peers.sh
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
