@@ -40,8 +40,8 @@ def _version(value: bool) -> None:
     help="Launch SCRIPT on every selected GPU (or as CPU worker processes), with DeepSpeed's flags and hostfile.",
     epilog="Examples: [bold]dsrun --num_gpus 2 train.py --deepspeed_config ds.json[/bold] · "
     "[bold]dsrun --dry-run -H hostfile -i 'w0@w1:0,2' train.py[/bold]\n\n"
-    "Other commands: [bold]dsrun plot RUN_DIR[/bold] draws a monitored run's training curves"
-    " ([bold]dsrun plot --help[/bold]).",
+    "Other commands: [bold]dsrun plot RUN_DIR[/bold] draws a monitored run's training curves;"
+    " [bold]dsrun consolidate CHECKPOINT_DIR OUT.pt[/bold] exports a checkpoint's fp32 weights as one file.",
 )
 def launch(
     script: str = typer.Argument(..., metavar="SCRIPT", help="Training script (or module with -m, or program)."),
@@ -186,26 +186,9 @@ def launch(
     raise typer.Exit(code)
 
 
-plot_app = typer.Typer(add_completion=False, rich_markup_mode="rich",
-                       context_settings={"help_option_names": ["-h", "--help"]})
-
-
-@plot_app.command(help="Draw RUN_DIR/training_metrics.csv (written by a run with csv_monitor, tensorboard or wandb"
-                  " enabled) as training_curves.png: loss, learning rate and samples/s against the optimizer step.")
-def plot(
-    run_dir: Path = typer.Argument(..., metavar="RUN_DIR", help="The run directory: <output_path>/<job_name>.",
-                                   show_default=False),
-    output: Path | None = typer.Option(None, "-o", "--output", help="Where to write the PNG (default: "
-                                       "RUN_DIR/training_curves.png).", show_default=False),
-) -> None:
-    from dsrun.tools.plot import plot_run
-
-    print(plot_run(run_dir, output))
-
-
-# `dsrun NAME ...` runs these; any other first argument is the launch command's (a flag or the script). A script
-# that happens to be named like a subcommand is launched as `dsrun ./NAME`.
-SUBCOMMANDS: dict[str, typer.Typer] = {"plot": plot_app}
+# `dsrun NAME ...` runs a tool; any other first argument is the launch command's (a flag or the script). A script
+# that happens to be named like a tool is launched as `dsrun ./NAME`.
+from dsrun.launcher.tools_cli import SUBCOMMANDS  # noqa: E402 - after the launch command, which it does not need
 
 
 def _fail(message: str, code: int = 2) -> None:

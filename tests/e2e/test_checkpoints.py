@@ -104,3 +104,16 @@ def test_consolidate_into_a_bare_model(tmp_path):
     saved = read_full(resolve_checkpoint(tmp_path / "ckpt"), "model.")
     for name, param in bare.state_dict().items():
         assert torch.equal(param, saved[f"model.{name}"])
+
+
+def test_consolidate_command_and_its_errors(tmp_path):
+    dsrun(1, "train", 1, 1, tmp_path / "ckpt", "save")
+    out = tmp_path / "w.pt"
+    result = subprocess.run([sys.executable, "-m", "dsrun", "consolidate", str(tmp_path / "ckpt"), str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert set(torch.load(out)["module"]) == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    result = subprocess.run([sys.executable, "-m", "dsrun", "consolidate", str(tmp_path), str(out)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "neither a dsrun checkpoint nor a save directory" in result.stderr
