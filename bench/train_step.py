@@ -35,6 +35,7 @@ def run(reps: int, repo: Path, quick: bool = False) -> dict:
     for i, config in enumerate(configs):
         # Each rank trains on its own micro-batches, so both ranks' losses go into the agreement check.
         config["losses_by_rank"] = [r["configs"][i].pop("losses") for r in ranks]
+        config["cpu_times_by_rank"] = [r["configs"][i]["cpu_times"] for r in ranks]
     return {
         "impls": impls,
         "with_deepspeed": with_deepspeed,
@@ -60,9 +61,14 @@ def summarize(configs: list[dict], impls: list[str]) -> dict:
         times = config["times"]
         row = {"stage": config["stage"], "precision": config["precision"],
                "seconds": {name: summary(values) for name, values in times.items()}, "ratios": {}, "losses": {}}
+        # CPU seconds of both ranks together, per repetition: the same work, whatever else ran on the machine.
+        cpu = {name: [sum(rep) for rep in zip(*(r[name] for r in config["cpu_times_by_rank"]), strict=True)]
+               for name in times}
+        row["cpu_seconds"] = {name: summary(values) for name, values in cpu.items()}
         for other in ("hand", "deepspeed"):
             if other in times and "dsrun" in times:
                 row["ratios"][f"dsrun/{other}"] = summary(paired_ratios(times["dsrun"], times[other]))
+                row["ratios"][f"dsrun/{other} cpu"] = summary(paired_ratios(cpu["dsrun"], cpu[other]))
         for a, b in combinations([i for i in impls if i in times], 2):
             row["losses"][f"{a}-{b}"] = _loss_agreement(config["losses_by_rank"], a, b)
         rank0 = config["losses_by_rank"][0].get("dsrun") or []

@@ -75,12 +75,18 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def timed_block(runner: Runner, steps: int) -> float:
+def timed_block(runner: Runner, steps: int) -> tuple[float, float]:
+    """Wall seconds and this process's CPU seconds (all its threads) per step.
+
+    The CPU time barely moves when other jobs share the cores (a waiting collective sleeps, a descheduled rank
+    is not charged), so it shows a few percent of overhead that wall time on a busy 2-core machine hides.
+    """
     dist.barrier()  # both ranks start together, so one rank's wait for the other is not counted as its speed
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     runner.run(steps)
+    cpu = time.process_time() - cpu_start
     dist.barrier()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / steps, cpu / steps
 
 
 def profile_block(runner: Runner, steps: int) -> str:
@@ -108,12 +114,15 @@ def time_config(args, stage: int, precision: str, batches: TokenBatches, rank: i
         runner.run(args.warmup)  # first steps allocate optimizer state and fill caches: not the steady state
     names = list(runners)
     times: dict[str, list[float]] = {name: [] for name in names}
+    cpu_times: dict[str, list[float]] = {name: [] for name in names}
     orders = []
     for rep in range(args.reps):
         order = names[rep % len(names):] + names[: rep % len(names)]
         orders.append(order)
         for name in order:
-            times[name].append(timed_block(runners[name], args.steps_per_rep))
+            wall, cpu = timed_block(runners[name], args.steps_per_rep)
+            times[name].append(wall)
+            cpu_times[name].append(cpu)
         if rank == 0:
             shown = ", ".join(f"{n} {times[n][-1]:.3f}" for n in names)
             print(f"  z{stage} {precision} rep {rep + 1}/{args.reps}: {shown} s/step", file=sys.stderr, flush=True)
@@ -125,6 +134,7 @@ def time_config(args, stage: int, precision: str, batches: TokenBatches, rank: i
         "stage": stage,
         "precision": precision,
         "times": times,
+        "cpu_times": cpu_times,
         "orders": orders,
         "losses": {name: [float(x) for x in r.losses] for name, r in runners.items()},
         "errors": errors,
