@@ -1,0 +1,48 @@
+"""bf16 and fp16 train at every ZeRO stage; an fp16 overflow on one rank skips the update on every rank."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+WORKER = str(Path(__file__).with_name("precision_worker.py"))
+
+
+def run(*args) -> dict[int, list]:
+    result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", WORKER, *args],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = {}
+    for line in result.stdout.splitlines():
+        if "RESULTS " in line:
+            rank, payload = line.split("RESULTS ", 1)[1].split(" ", 1)
+            found[int(rank)] = json.loads(payload)
+    return found
+
+
+def test_half_precision_trains_at_every_stage():
+    results = run("train")[0]
+    assert {(r["precision"], r["stage"]) for r in results} == {(p, s) for p in ("bf16", "fp16") for s in range(4)}
+    for r in results:
+        assert all(math.isfinite(v) for v in r["losses"]), r
+        assert sum(r["losses"][-3:]) < sum(r["losses"][:3]) / 2, r  # it learns
+        # fp16 starts at scale 2^16, which overflows half-precision gradients until it has backed off a little
+        assert r["skipped"] == 0 if r["precision"] == "bf16" else r["skipped"] <= 3, r
+
+
+@pytest.mark.parametrize("stage", [0, 2])
+def test_overflow_on_one_rank_skips_the_step_on_all_ranks(stage):
+    per_rank = run("overflow", str(stage))
+    assert per_rank[0] == per_rank[1]  # both ranks made the same decisions
+    steps = per_rank[0]
+    assert [s["applied"] for s in steps] == [True, False, True, True]
+    assert [s["skipped"] for s in steps] == [0, 1, 1, 1]
+    assert [s["global_steps"] for s in steps] == [1, 2, 3, 4]  # a skipped step still counts, as in DeepSpeed
+    assert steps[1]["scale"] == steps[0]["scale"] / 2  # hysteresis 1: the first overflow halves the scale
+    assert steps[1]["lr"] == steps[0]["lr"]  # the schedule did not advance on the skipped step
+    assert steps[2]["lr"] > steps[1]["lr"]
