@@ -1,5 +1,6 @@
 """World 4 across 2 namespace hosts with torch and gloo: the mesh forms over the hosts' veths (the launcher picks
-GLOO_SOCKET_IFNAME), an all-reduce sums every rank, and a short FSDP2 run trains with sharded parameters."""
+GLOO_SOCKET_IFNAME), an all-reduce sums every rank, and a short ZeRO-3 run (dsrun.initialize) trains with sharded
+parameters."""
 
 import json
 import subprocess
@@ -26,5 +27,5 @@ def test_all_reduce_and_sharded_training_across_hosts(idle_cluster, tmp_path):
     (curve,) = losses
     assert curve[-1] < curve[0]
     for report in reports.values():
-        assert report["world"] == 4 and report["sum"] == 1 + 2 + 3 + 4
+        assert report["world"] == 4 and report["sum"] == 1 + 2 + 3 + 4 and report["stage"] == 3
         assert report["local_params"] < report["full_params"]  # parameters are sharded, not replicated
