@@ -55,6 +55,18 @@ def signal_all(procs: list[psutil.Process], sig: int) -> None:
             pass
 
 
+def outside_groups(procs: list[psutil.Process], groups: set[int]) -> list[psutil.Process]:
+    """The processes whose process group is not one of `groups` (they escaped with setsid/setpgid)."""
+    outside = []
+    for proc in procs:
+        try:
+            if os.getpgid(proc.pid) not in groups:
+                outside.append(proc)
+        except ProcessLookupError:
+            pass
+    return outside
+
+
 def signal_group(pgid: int, sig: int) -> None:
     try:
         os.killpg(pgid, sig)

@@ -156,17 +156,22 @@ class Supervisor:
     def _running(self) -> list[int]:
         return [rank for rank in self.procs if rank not in self.codes]
 
-    def _kill_everything(self, sig: int) -> None:
+    def _signal_tree(self, tree: list, sig: int) -> None:
+        """Each running worker's process group, then the descendants that left those groups: every process gets
+        the signal once (a second SIGTERM can interrupt a worker's handler half-way through)."""
+        groups = set()
         for rank in self._running():
+            groups.add(self.procs[rank].pid)  # a worker leads its own process group
             proctree.signal_group(self.procs[rank].pid, sig)
-        proctree.signal_all(proctree.descendants(), sig)
+        proctree.signal_all(proctree.outside_groups(tree, groups), sig)
+
+    def _kill_everything(self, sig: int) -> None:
+        self._signal_tree(proctree.descendants(), sig)
 
     def _teardown(self, sig: int) -> None:
         """Signal every worker group and every descendant, wait out the grace period, then SIGKILL the rest."""
         tree = proctree.descendants()
-        for rank in self._running():
-            proctree.signal_group(self.procs[rank].pid, sig)
-        proctree.signal_all(tree, sig)
+        self._signal_tree(tree, sig)
         workers = {p.pid for p in self.procs.values()}
         left = proctree.wait_gone(tree, self.shutdown_timeout, workers, tick=self._poll)
         if left:
