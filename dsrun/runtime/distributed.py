@@ -6,6 +6,7 @@ a local rendezvous, so a DeepSpeed-style script also runs as a plain single proc
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -49,6 +50,11 @@ def _fill_single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
+def _destroy_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def init_distributed(
     dist_backend: str | None = None,
     timeout: timedelta = timedelta(minutes=30),
@@ -65,6 +71,9 @@ def init_distributed(
         backend = dist_backend or ("nccl" if device.type == "cuda" else "gloo")
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+        # Left to interpreter teardown, the process group's threads were seen to abort a finished worker
+        # ("terminate called without an active exception", exit 134); shut it down while Python still runs.
+        atexit.register(_destroy_process_group)
     if dist.is_initialized():
         return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())
     return Placement(0, local_rank, 1, device, "none")
