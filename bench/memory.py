@@ -61,7 +61,7 @@ def run(reps: int, repo: Path, quick: bool = False) -> dict:
                     continue
                 raw.append({"stage": stage, "precision": precision, "impl": impl,
                             "parameters": result["facts"]["parameters"], "world": result["facts"]["world"],
-                            "ranks": result["ranks"]})
+                            "ranks": result["ranks"], "failed_attempts": result["failed_attempts"]})
     return {"impls": impls, "with_deepspeed": with_deepspeed, "deepspeed_errors": errors, "raw": raw,
             "summary": summarize(raw)}
 

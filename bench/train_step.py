@@ -44,6 +44,7 @@ def run(reps: int, repo: Path, quick: bool = False) -> dict:
         "warmup_steps": warmup,
         "facts": result["facts"],
         "command": result["command"],
+        "failed_attempts": result["failed_attempts"],
         "configs": configs,
         "summary": summarize(configs, impls),
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import faulthandler
 import gc
 import io
 import json
@@ -183,6 +184,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def main() -> None:
+    faulthandler.enable()  # an abort inside torch or gloo then shows the Python stack it happened under
     args = parse_args()
     dist.init_process_group("gloo")  # both engines and the hand-written loops join this one group
     rank, world = dist.get_rank(), dist.get_world_size()
