@@ -20,7 +20,8 @@ ACTED_ON = frozenset({
     "bf16.enabled", "bfloat16.enabled",
     "amp.enabled", "amp.opt_level",
     "gradient_clipping",
-    "zero_optimization.stage", "zero_optimization.reduce_bucket_size",
+    "zero_optimization.stage", "zero_optimization.reduce_bucket_size", "zero_optimization.allgather_bucket_size",
+    "zero_optimization.ignore_unused_parameters",
     "zero_optimization.offload_optimizer.device", "zero_optimization.offload_optimizer.pin_memory",
     "zero_optimization.offload_param.device", "zero_optimization.offload_param.pin_memory",
     # Deprecated spellings that dsrun maps onto offload_optimizer / offload_param.
@@ -45,7 +46,7 @@ REASONS: dict[str, str] = {
     "disable_allgather": "dsrun has no such switch; parameter gathering follows the ZeRO stage",
     "disable_python_gc": "dsrun leaves Python's garbage collector as it is",
     "log_level": "dsrun's messages do not go through DeepSpeed's logger",
-    "communication_data_type": "gradients are reduced in the dtype DDP / FSDP2 use for the run's precision",
+    "communication_data_type": "gradients are always reduced in fp32",
     "seq_parallel_communication_data_type": "dsrun has no Ulysses sequence parallelism",
     "gradient_allreduce_op": "gradients are always averaged over the data-parallel ranks",
     "sequence_parallel_size": "dsrun has no sequence parallelism: every rank is a data-parallel rank",
@@ -56,22 +57,26 @@ REASONS: dict[str, str] = {
     " dsrun does not bucket all-gathers",
     "datastates_ckpt": "dsrun checkpoints with torch.distributed.checkpoint",
     # Precision.
-    "fp16.fp16_master_weights_and_grads": "dsrun keeps master weights and gradients in fp32",
-    "bf16": "only bf16.enabled is read; dsrun keeps master weights, gradients and optimizer states in fp32",
-    "bfloat16": "only bfloat16.enabled is read; dsrun keeps master weights, gradients and optimizer states in fp32",
+    "fp16.fp16_master_weights_and_grads": "dsrun keeps master weights in fp32",
+    "bf16": "only bf16.enabled is read; dsrun keeps master weights and optimizer states in fp32 and reduces"
+    " gradients in fp32",
+    "bfloat16": "only bfloat16.enabled is read; dsrun keeps master weights and optimizer states in fp32 and"
+    " reduces gradients in fp32",
     "amp": "these are Apex options; dsrun runs amp as torch autocast from amp.opt_level",
     "torch_autocast": "dsrun does not run DeepSpeed's torch_autocast mode; use bf16, fp16 or amp.opt_level",
-    "data_types": "dsrun keeps parameters and gradient accumulation in fp32 and derives compute dtypes from"
-    " fp16 / bf16 / amp",
+    "data_types": "dsrun derives dtypes from fp16 / bf16 / amp: fp32 master weights and optimizer state,"
+    " gradients reduced in fp32, stage 2 accumulating gradient shards in the parameters' dtype",
     "optimizer.legacy_fusion": "dsrun builds torch optimizers, which have no legacy fused mode",
     # ZeRO.
     "zero_optimization": _ZERO_ON_TORCH,
     "zero_optimization.contiguous_gradients": "DDP and FSDP2 manage their own gradient buffers",
-    "zero_optimization.reduce_scatter": "the collective follows the stage: DDP all-reduces, FSDP2 reduce-scatters",
-    "zero_optimization.allgather_bucket_size": "FSDP2 gathers parameters per sharded module, not in buckets",
-    "zero_optimization.allgather_partitions": "FSDP2 always gathers parameters with all-gather",
+    "zero_optimization.reduce_scatter": "the collective follows the stage and backend: DDP all-reduces (stages"
+    " 0-1), stage 2 reduce-scatters on NCCL and all-reduces on gloo (5x faster there), FSDP2 reduce-scatters",
+    "zero_optimization.allgather_partitions": "stages 1-2 gather with all-gather on NCCL and all-reduce on gloo;"
+    " FSDP2 all-gathers",
     "zero_optimization.overlap_comm": "DDP and FSDP2 always overlap gradient communication with the backward pass",
-    "zero_optimization.sub_group_size": "the optimizer steps over each rank's whole shard at once",
+    "zero_optimization.sub_group_size": "dsrun chooses its own optimizer-step pieces (1/16 of a rank's gradients"
+    " when they need converting to fp32)",
     "zero_optimization.elastic_checkpoint": "dsrun's checkpoints (torch.distributed.checkpoint) load at any world"
     " size already",
     "zero_optimization.load_from_fp32_weights": "dsrun's checkpoints always restore the fp32 weights",

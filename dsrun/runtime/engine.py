@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dsrun.config.batch import BatchMath
+from dsrun.runtime.optim import ELEMENTWISE
 from dsrun.runtime.precision import Precision, cast_floating
 from dsrun.runtime.progress import StepStats, Throughput, Timers, say
 from dsrun.runtime.strategies import Strategy
@@ -237,7 +238,9 @@ class Engine(nn.Module):
         what the ZeRO formulas allow.
         """
         converting = any(g.dtype != m.dtype or g.device != m.device for m, g in pairs)
-        budget = max(sum(g.numel() for _, g in pairs) // _CHUNKS, _MIN_CHUNK) if converting else None
+        # Stepping in pieces is one update only for element-wise optimizers; others get every gradient at once.
+        chunked = converting and isinstance(self.optimizer, ELEMENTWISE)
+        budget = max(sum(g.numel() for _, g in pairs) // _CHUNKS, _MIN_CHUNK) if chunked else None
         chunks = list(_chunks(pairs, budget))
         for index, chunk in enumerate(chunks):
             grads = []

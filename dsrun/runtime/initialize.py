@@ -17,7 +17,13 @@ from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
-from dsrun.runtime.optim import build_optimizer, check_shardable, recipe_from_client, recipe_from_config
+from dsrun.runtime.optim import (
+    adopt_client_optimizer,
+    build_optimizer,
+    check_shardable,
+    recipe_from_client,
+    recipe_from_config,
+)
 from dsrun.runtime.precision import choose_precision
 from dsrun.runtime.progress import say
 from dsrun.runtime.strategies import StrategyContext, make_strategy
@@ -55,7 +61,8 @@ def _param_groups(model: nn.Module, model_parameters, optimizer) -> list[dict[st
     return [{"params": params}]
 
 
-def _master_groups(groups: list[dict[str, Any]], masters: dict[nn.Parameter, torch.Tensor]) -> list[dict[str, Any]]:
+def _master_params(groups: list[dict[str, Any]], masters: dict[nn.Parameter, torch.Tensor]) -> list[list]:
+    """Each group's master tensors, in order (frozen parameters have none)."""
     seen: set[int] = set()
     out = []
     for group in groups:
@@ -66,9 +73,29 @@ def _master_groups(groups: list[dict[str, Any]], masters: dict[nn.Parameter, tor
             seen.add(id(param))
             if param in masters:
                 tensors.append(masters[param])
-        if tensors:  # frozen parameters have no master; a group of only frozen ones is dropped, as in DeepSpeed
-            out.append({**{k: v for k, v in group.items() if k != "params"}, "params": tensors})
+        out.append(tensors)
     return out
+
+
+def _optimizer(optimizer, cfg, groups, strategy, device, rank0):
+    """The optimizer the engine steps, on its master tensors; None when neither client nor config gives one."""
+    params = _master_params(groups, strategy.masters)
+    if isinstance(optimizer, torch.optim.Optimizer):
+        if cfg.optimizer is not None and rank0:
+            say(f"warning: both a client optimizer and an \"optimizer\" section ({cfg.optimizer.type}) were given;"
+                " the client optimizer is used, as in DeepSpeed")
+        # The client's own object, re-pointed at the masters, so a scheduler built on it keeps driving it.
+        return adopt_client_optimizer(optimizer, params)
+    if optimizer is not None:
+        recipe = recipe_from_client(optimizer)
+    elif cfg.optimizer is not None:
+        recipe = recipe_from_config(cfg.optimizer.type, cfg.optimizer.params)
+    else:
+        return None
+    # A group of only frozen parameters is dropped, as in DeepSpeed.
+    master_groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": p}
+                     for g, p in zip(groups, params, strict=True) if p]
+    return build_optimizer(recipe, master_groups, device)
 
 
 def _strategy_context(cfg, placement, precision) -> StrategyContext:
@@ -88,6 +115,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         gather_bucket_elements=int(zero.allgather_bucket_size),
         ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
         offload_cpu=offload,
+        find_unused_parameters=not isinstance(section, dict) or section.get("ignore_unused_parameters") is not False,
     )
 
 
@@ -130,17 +158,8 @@ def initialize(
     param_names = {param: name for name, param in model.named_parameters()}  # before wrapping renames anything
     strategy = make_strategy(model, _strategy_context(cfg, placement, precision))
 
-    recipe = None
-    if optimizer is not None:
-        recipe = recipe_from_client(optimizer)
-        if cfg.optimizer is not None and rank0:
-            say(f"warning: both a client optimizer and an \"optimizer\" section ({cfg.optimizer.type}) were given;"
-                " the client optimizer is used, as in DeepSpeed")
-    elif cfg.optimizer is not None:
-        recipe = recipe_from_config(cfg.optimizer.type, cfg.optimizer.params)
-    torch_optimizer = None
-    if recipe is not None:
-        torch_optimizer = build_optimizer(recipe, _master_groups(groups, strategy.masters), placement.device)
+    torch_optimizer = _optimizer(optimizer, cfg, groups, strategy, placement.device, rank0)
+    if torch_optimizer is not None:
         check_shardable(torch_optimizer, cfg.zero.stage, cfg.zero_allow_untested_optimizer,
                         lambda m: rank0 and say(f"warning: {m}"))
     elif cfg.zero.stage > 0:

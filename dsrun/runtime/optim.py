@@ -1,13 +1,13 @@
-"""The optimizer: from the config's `optimizer` section or the client's, built on the tensors the engine steps.
+"""The optimizer: from the config's `optimizer` section or the client's, on the tensors the engine steps.
 
-Sharded stages step shards of parameters, not the model's own tensors, so an optimizer is described as a recipe
-(class, constructor defaults, per-group hyper-parameters) and built by the engine on its master tensors. A client
-optimizer instance is rebuilt the same way with its class and hyper-parameters.
+Sharded stages step shards of parameters, not the model's own tensors. A config optimizer (or a client callable)
+is described as a recipe and built on the master tensors; a client optimizer instance is kept and re-pointed at
+them, so LR schedulers the client built on it still drive the optimizer that is stepped.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -27,11 +27,9 @@ ELEMENTWISE = (
 
 @dataclass
 class OptimizerRecipe:
-    cls: type[torch.optim.Optimizer]
+    cls: type[torch.optim.Optimizer] | None
     defaults: dict[str, Any]
-    group_options: list[dict[str, Any]] | None = None  # per-group hyper-parameters of a client optimizer
     factory: Callable | None = None  # a client callable(params) -> Optimizer
-    source: str = field(default="config")
 
     @property
     def name(self) -> str:
@@ -75,12 +73,19 @@ def recipe_from_config(type_name: str, params: dict[str, Any]) -> OptimizerRecip
 
 
 def recipe_from_client(optimizer: Any) -> OptimizerRecipe:
-    if isinstance(optimizer, torch.optim.Optimizer):
-        groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-        return OptimizerRecipe(type(optimizer), dict(optimizer.defaults), group_options=groups, source="client")
+    """A client callable(params) -> Optimizer (an instance is adopted instead, see adopt_client_optimizer)."""
     if callable(optimizer):
-        return OptimizerRecipe(None, {}, factory=optimizer, source="client")  # type: ignore[arg-type]
+        return OptimizerRecipe(None, {}, factory=optimizer)
     raise UsageError(f"optimizer must be a torch.optim.Optimizer or a callable(params), got {type(optimizer).__name__}")
+
+
+def adopt_client_optimizer(optimizer: torch.optim.Optimizer, params: list[list[torch.Tensor]]):
+    """Re-point each of the client's param groups at the engine's master tensors (`params`, group by group) and
+    drop any state kept for the old tensors."""
+    for group, tensors in zip(optimizer.param_groups, params, strict=True):
+        group["params"] = list(tensors)
+    optimizer.state.clear()
+    return optimizer
 
 
 def build_optimizer(recipe: OptimizerRecipe, groups: list[dict[str, Any]], device: torch.device):
@@ -89,7 +94,7 @@ def build_optimizer(recipe: OptimizerRecipe, groups: list[dict[str, Any]], devic
         return recipe.factory(groups)
     defaults = dict(recipe.defaults)
     fusable = recipe.cls in (torch.optim.Adam, torch.optim.AdamW) and device.type == "cuda"
-    if fusable and recipe.source == "config" and not {"fused", "foreach"} & defaults.keys():
+    if fusable and not {"fused", "foreach"} & defaults.keys():
         defaults["fused"] = True  # the fused kernels exist for CUDA tensors only
     try:
         return recipe.cls(groups, **defaults)

@@ -34,3 +34,15 @@ def test_every_stage_matches_the_plain_loop(world, clip):
     if clip:
         # with a tiny clip every update is clipped, so a broken clip would already have failed the comparison
         assert all(r["grad_norm"] > clip for r in results)
+
+
+def test_ranks_using_different_branches_still_average_exactly():
+    """A parameter unused on one rank (DeepSpeed's ignore_unused_parameters default) neither crashes DDP (stages 0-1)
+    nor pairs up different collectives across ranks (stage 2); stage 3 refuses instead of averaging wrongly."""
+    worker = str(Path(__file__).with_name("unused_params_worker.py"))
+    result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", worker],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    diffs = json.loads(next(line for line in result.stdout.splitlines() if "RESULTS " in line).split("RESULTS ")[1])
+    assert all(diffs[stage] <= TOLERANCE for stage in ("0", "1", "2")), diffs
+    assert "ranks computed gradients for different parameters" in diffs["3"], diffs["3"]

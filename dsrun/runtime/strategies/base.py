@@ -19,6 +19,7 @@ class StrategyContext:
     reduce_bucket_elements: int  # gradient reduction bucket (stage 2), in elements
     gather_bucket_elements: int  # parameter all-gather bucket (stages 1-2), in elements
     ddp_bucket_cap_mb: float | None  # None: DDP's own default
+    find_unused_parameters: bool  # zero_optimization.ignore_unused_parameters (DeepSpeed default: true)
     offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"
 
 
@@ -82,6 +83,8 @@ def wrap_ddp(model: nn.Module, ctx: StrategyContext) -> nn.Module:
         model,
         device_ids=[device.index] if device.type == "cuda" else None,
         gradient_as_bucket_view=True,  # otherwise DDP's buckets are a second full copy of the gradients
+        # DeepSpeed tolerates parameters a forward does not use; DDP needs to look for them to do the same.
+        find_unused_parameters=ctx.find_unused_parameters,
         **kwargs,
     )
     if ctx.precision.half:

@@ -1,14 +1,14 @@
 """ZeRO stage 3 on FSDP2 (`fully_shard`): parameters, gradients and optimizer state all sharded.
 
-Each block (the entries of the model's ModuleLists/Sequentials, or else the root's direct children) is its own
-FSDP unit, then the root; parameters are gathered per unit for forward and backward and resharded after forward.
-Half precision computes in bf16/fp16 while FSDP2 keeps the sharded fp32 parameters (the master weights) and reduces
-gradients in fp32.
+Each block (the entries of the model's ModuleLists/Sequentials) is its own FSDP unit, then the root; parameters
+are gathered per unit for forward and backward and resharded after forward. Half precision computes in bf16/fp16
+while FSDP2 keeps the sharded fp32 parameters (the master weights) and reduces gradients in fp32.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
@@ -17,7 +17,12 @@ from dsrun.runtime.strategies.base import Strategy, StrategyContext
 
 
 def blocks_of(model: nn.Module) -> list[nn.Module]:
-    """The units to shard separately: outermost ModuleList/Sequential entries holding parameters."""
+    """The units to shard separately: the outermost ModuleList/Sequential entries holding parameters.
+
+    Those are the layers every forward runs. Other submodules stay in the root unit: FSDP2 issues one
+    reduce-scatter per unit that ran, so a submodule one rank skips (a branch) would pair up different collectives
+    across ranks; inside one unit an unused parameter just contributes a zero gradient.
+    """
     found: list[nn.Module] = []
 
     def visit(module: nn.Module) -> None:
@@ -31,9 +36,13 @@ def blocks_of(model: nn.Module) -> list[nn.Module]:
         found.extend(b for b in model.children() if any(True for _ in b.parameters()))
     else:
         visit(model)
-    if not found:
-        found = [c for c in model.children() if any(True for _ in c.parameters())]
     return found
+
+
+def _grad_mark(param: torch.Tensor):
+    """Identifies the state of a parameter's gradient: it changes when a backward writes or adds to it."""
+    grad = param.grad
+    return None if grad is None else (id(grad), grad._version)
 
 
 class FullySharded(Strategy):
@@ -55,9 +64,33 @@ class FullySharded(Strategy):
             fully_shard(block, **options)
         fully_shard(model, **options)
         self.module = model
+        self.device = placement.device
+        self._grads_before: list = []
         sharded = dict(model.named_parameters())
         # fully_shard replaces each parameter by a DTensor one; the client's param groups name the old objects.
         self.masters = {p: sharded[names[id(p)]] for p in originals}
+
+    def before_forward(self, boundary: bool) -> None:
+        self._grads_before = [_grad_mark(m) for m in self.masters.values()]
+
+    def after_backward(self, boundary: bool) -> None:
+        """Refuse a backward in which ranks produced gradients for different parameters.
+
+        FSDP2 reduce-scatters only the parameters that have a gradient, so such ranks paired up different tensors
+        and the reduced gradients are wrong. Stopping before the optimizer step keeps the weights intact.
+        """
+        world = dist.get_world_size()
+        if world == 1:
+            return
+        got = [_grad_mark(m) != before for m, before in zip(self.masters.values(), self._grads_before, strict=True)]
+        counts = torch.tensor(got, dtype=torch.int32, device=self.device)
+        dist.all_reduce(counts)
+        if bool(((counts != 0) & (counts != world)).any()):
+            raise RuntimeError(
+                "ZeRO stage 3: ranks computed gradients for different parameters in this backward (a branch or"
+                " module used on some ranks only). FSDP2 reduces only parameters that have gradients, so this"
+                " cannot be averaged correctly: use every parameter on every rank, or use ZeRO stage 0-2"
+            )
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(m, m.grad) for m in self.masters.values() if m.grad is not None]

@@ -64,8 +64,8 @@ class Sharded(Strategy):
     def _reduce_into_shards(self) -> None:
         device = self.ctx.placement.device
         for bucket in self.reduce_buckets:
-            if all(p.grad is None for p in bucket.params):
-                continue
+            # Every rank reduces every bucket: whether a parameter got a gradient is a local fact (a branch one
+            # rank did not take), and skipping on local facts would pair up different collectives across ranks.
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
             packed = torch.empty(self.world * bucket.segment, dtype=torch.float32, device=device)
             mine = reduce_to_shard(bucket.pack(grads, self.world, packed), bucket.segment, self.rank, self.world)

@@ -1,0 +1,78 @@
+"""Under dsrun with 2 ranks: each rank's forward uses a different branch of the model (the other branch gets no
+gradient there). Stages 0-2 must still average gradients exactly (prints max |engine - reference| per stage);
+stage 3 (FSDP2 reduces only parameters with gradients) must refuse with a message instead of averaging wrongly."""
+
+import json
+
+import torch
+from torch import nn
+
+import dsrun
+
+
+class TwoBranches(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.trunk = nn.Linear(4, 4)
+        self.a = nn.Linear(4, 1)
+        self.b = nn.Linear(4, 1)
+
+    def forward(self, x, branch):
+        h = torch.tanh(self.trunk(x))
+        return self.a(h) if branch == 0 else self.b(h)
+
+
+def data(rank, step):
+    g = torch.Generator().manual_seed(100 * step + rank)
+    return torch.randn(3, 4, generator=g), torch.randn(3, 1, generator=g)
+
+
+def reference(steps):
+    torch.manual_seed(0)
+    model = TwoBranches()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for step in range(steps):
+        losses = [nn.functional.mse_loss(model(x, r), y) for r, (x, y) in ((r, data(r, step)) for r in (0, 1))]
+        (sum(losses) / 2).backward()
+        opt.step()
+        opt.zero_grad()
+    return model.state_dict()
+
+
+def refusal_at_stage3():
+    torch.manual_seed(0)
+    config = {"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 3},
+              "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
+    engine, *_ = dsrun.initialize(model=TwoBranches(), config=config)
+    x, y = data(engine.global_rank, 0)
+    try:
+        engine.backward(nn.functional.mse_loss(engine(x, engine.global_rank), y))
+    except RuntimeError as err:
+        return str(err)
+    return "no error"
+
+
+def main():
+    steps, diffs = 3, {}
+    for stage in range(4):
+        if stage == 3:
+            diffs[stage] = refusal_at_stage3()
+            continue
+        torch.manual_seed(0)
+        config = {"train_micro_batch_size_per_gpu": 3, "gradient_clipping": 0, "zero_optimization": {"stage": stage},
+                  "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
+        engine, *_ = dsrun.initialize(model=TwoBranches(), config=config)
+        rank = engine.global_rank
+        for step in range(steps):
+            x, y = data(rank, step)
+            engine.backward(nn.functional.mse_loss(engine(x, rank), y))
+            engine.step()
+        state = engine.module.state_dict()
+        expected = reference(steps)
+        diffs[stage] = max((state[k].float() - expected[k]).abs().max().item() for k in expected)
+    if engine.global_rank == 0:
+        print("RESULTS " + json.dumps(diffs), flush=True)
+
+
+if __name__ == "__main__":
+    main()
