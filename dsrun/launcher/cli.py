@@ -131,8 +131,8 @@ def launch(
 
     if as_json and not dry_run:
         raise UsageError("--json only works with --dry-run")
-    if shutdown_timeout < 0:
-        raise UsageError(f"--shutdown-timeout must be 0 or more seconds, got {shutdown_timeout:g}")
+    if not 0 <= shutdown_timeout < float("inf"):  # also refuses nan
+        raise UsageError(f"--shutdown-timeout must be a finite number of seconds, 0 or more, got {shutdown_timeout:g}")
     if ssh_timeout <= 0:
         raise UsageError(f"--ssh-timeout must be more than 0 seconds, got {ssh_timeout:g}")
     plan = plan_launch(

@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dsrun.config import find_config_in_args, load_config, resolve_batch
+from dsrun.config import find_config_in_args, load_config, parse_run_config, resolve_batch
 from dsrun.config.batch import BatchMath, has_batch_keys
 from dsrun.errors import UsageError
 from dsrun.launcher import devices as devices_mod
@@ -81,6 +81,18 @@ def _pool(opts: LaunchOptions, devices: devices_mod.LocalDevices, cores: list[in
     return read_hostfile(hostfile), devices_mod.LocalDevices(devices.kind, devices.source)
 
 
+def _cores(opts: LaunchOptions) -> list[int]:
+    usable = devices_mod.usable_cores()
+    if not opts.bind_core_list:
+        return usable
+    cores = parse_core_list(opts.bind_core_list)
+    missing = sorted(set(cores) - set(usable))
+    if missing and not opts.hostfile:  # remote hosts' cores are theirs to check
+        raise UsageError(f"--bind_core_list names cores this machine does not offer: {missing[:8]} (usable:"
+                         f" {usable[0]}-{usable[-1]})")
+    return cores
+
+
 def _config(opts: LaunchOptions, world_size: int, notes: list[str]) -> tuple[str | None, BatchMath | None]:
     path, implicit = opts.config, False
     if path is None:
@@ -97,6 +109,8 @@ def _config(opts: LaunchOptions, world_size: int, notes: list[str]) -> tuple[str
             raise
         notes.append(f"the script's --config {path} was not used as the run config: {err}")
         return None, None
+    # The whole config is checked here, before any worker starts, not in every worker after it imported torch.
+    parse_run_config(config, source=path)
     return str(Path(path).resolve()), resolve_batch(config, world_size)
 
 
@@ -124,8 +138,12 @@ def _remote_options(opts: LaunchOptions, backend: str) -> resolve_remote.RemoteO
 
 def plan_launch(opts: LaunchOptions) -> WorldPlan:
     notes: list[str] = []
-    devices = devices_mod.detect(opts.device)
-    cores = parse_core_list(opts.bind_core_list) if opts.bind_core_list else devices_mod.usable_cores()
+    if opts.device == "cuda" and (opts.hostfile or DEEPSPEED_DEFAULT_HOSTFILE.is_file()):
+        # The hostfile's hosts have the GPUs; a login node without any may launch them.
+        devices = devices_mod.LocalDevices("cuda", "--device cuda with a hostfile")
+    else:
+        devices = devices_mod.detect(opts.device)
+    cores = _cores(opts)
     backend = resolve_remote.backend_for(opts.launcher, notes)
     if backend == "slurm":
         if opts.hostfile:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +135,22 @@ def initialize(
     mesh_param=None,
     config_params=None,
 ):
-    """Returns `(engine, optimizer, training_dataloader, lr_scheduler)`, as `deepspeed.initialize` does."""
+    """Returns `(engine, optimizer, training_dataloader, lr_scheduler)`, as `deepspeed.initialize` does.
+
+    A mistake in the arguments or the config ends the process with one line on rank 0 and exit code 2 (the
+    launcher's convention), not a traceback from every rank.
+    """
+    try:
+        return _initialize(args, model, optimizer, model_parameters, training_data, lr_scheduler, mpu,
+                           dist_init_required, collate_fn, config, mesh_param, config_params)
+    except UsageError as err:
+        if os.environ.get("RANK", "0") == "0":
+            print(f"dsrun: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
+
+
+def _initialize(args, model, optimizer, model_parameters, training_data, lr_scheduler, mpu, dist_init_required,
+                collate_fn, config, mesh_param, config_params):
     if model is None:
         raise UsageError("dsrun.initialize needs model=")
     if mpu is not None or mesh_param is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import importlib.machinery
 import sys
+import time
 import types
 
 import pytest
@@ -180,6 +181,13 @@ def test_real_wandb_logs_offline_into_the_run_directory(tmp_path, monitors, monk
     monitor.close()
     # wandb alone: DeepSpeed's default directory, relative to the working directory.
     assert monitor.run_dirs == [tmp_path / "DeepSpeedJobName"]
-    records = list(monitor.run_dirs[0].glob("wandb/offline-run-*/run-*.wandb"))
+    # wandb's service process writes the record file; give it a bounded moment to finish after close().
+    deadline = time.monotonic() + 15
+    while True:
+        records = list(monitor.run_dirs[0].glob("wandb/offline-run-*/run-*.wandb"))
+        done = len(records) == 1 and b"Train/Samples/train_loss" in records[0].read_bytes()
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert len(records) == 1
     assert b"Train/Samples/train_loss" in records[0].read_bytes()

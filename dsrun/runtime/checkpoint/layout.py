@@ -65,6 +65,13 @@ def publish(save_dir: Path, staged: Path, tag: str, nonce: str) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_stale(save_dir: Path, current_nonce: str) -> None:
+    """Delete staging and replaced directories left by saves that were killed (every rank has moved past them)."""
+    for leftover in [*save_dir.glob(".tmp-*"), *save_dir.glob(".replaced-*")]:
+        if not leftover.name.endswith(current_nonce):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def find_tag_dir(save_dir: Path, tag: str) -> Path | None:
     """The directory of `tag`, or the one a save was replacing when it was killed between two renames."""
     final = save_dir / tag
@@ -86,8 +93,10 @@ def available_tags(save_dir: Path) -> list[str]:
 
 
 def prune(save_dir: Path, keep_last: int, protect: str) -> list[str]:
-    """Delete all but the newest `keep_last` checkpoints (never `protect`, the one just written)."""
-    tags = [t for t in available_tags(save_dir) if t != protect]
+    """Delete all but the newest `keep_last` checkpoints (never `protect`, the one just written, nor the one
+    `latest` names, which a save with save_latest=False leaves in place)."""
+    keep = {protect, read_latest(save_dir)}
+    tags = [t for t in available_tags(save_dir) if t not in keep]
     doomed = tags[: max(len(tags) - (keep_last - 1), 0)]
     for tag in doomed:
         shutil.rmtree(save_dir / tag, ignore_errors=True)

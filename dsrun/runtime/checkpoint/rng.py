@@ -17,7 +17,8 @@ def capture() -> dict[str, Any]:
     except ImportError:
         pass
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # This rank's device only: a node with fewer GPUs must still be able to restore it.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -29,4 +30,4 @@ def restore(state: dict[str, Any]) -> None:
 
         numpy.random.set_state(state["numpy"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state(state["cuda"])

@@ -79,6 +79,7 @@ def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict
 
     if engine.global_rank == 0:
         layout.publish(save_dir, staged, tag, nonce)
+        layout.remove_stale(save_dir, nonce)
         if save_latest:
             layout.write_latest(save_dir, tag)
         keep = engine.config.checkpoint.keep_last

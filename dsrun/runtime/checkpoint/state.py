@@ -44,7 +44,10 @@ class StateMapper:
             return local  # replicated, or already a DTensor (FSDP2), or a per-parameter scalar such as Adam's step
         if param.dim() == 0:
             # One row, owned by rank 0: share it as a plain replicated value.
-            full = local.reshape(1).clone() if local.numel() else torch.zeros(1, dtype=local.dtype, device=local.device)
+            # On the process group's device: an offloaded (CPU) master cannot go through NCCL.
+            device = self.engine.placement.device
+            full = local.reshape(1).to(device, copy=True) if local.numel() else torch.zeros(1, dtype=local.dtype,
+                                                                                             device=device)
             dist.broadcast(full, src=0)
             self._scalars.append((full, local))
             return full.view(())
