@@ -33,6 +33,7 @@ class DistributedLoader:
     def __init__(self, dataset, *, batch_size: int, rank: int, world_size: int, seed: int, drop_last: bool,
                  collate_fn=None, pin_memory: bool = False):
         self.batch_size = batch_size
+        self.world_size = world_size
         self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
                                           drop_last=drop_last)
         self._resumable = _ResumableSampler(self.sampler)
@@ -40,14 +41,14 @@ class DistributedLoader:
                                  drop_last=drop_last, pin_memory=pin_memory)
         self.epoch = 0  # the epoch the next pass will use
         self._current = (0, 0)  # (epoch, batches handed out) of the pass in progress
-        self._resume_at = 0
+        self._resume_at = 0  # samples of this rank's share to skip in the next pass
 
     def __iter__(self):
         epoch, skip = self.epoch, self._resume_at
         self.sampler.set_epoch(epoch)
-        self._resumable.skip = skip * self.batch_size
+        self._resumable.skip = skip
         self.epoch, self._resume_at = epoch + 1, 0
-        self._current = (epoch, skip)
+        self._current = (epoch, skip // self.batch_size)
         for batch in self.loader:
             self._current = (epoch, self._current[1] + 1)
             yield batch
@@ -56,10 +57,18 @@ class DistributedLoader:
         return len(self.loader)
 
     def state_dict(self) -> dict[str, Any]:
-        epoch, consumed = self._current
-        return {"epoch": epoch, "batches_consumed": consumed}
+        epoch, batches = self._current
+        # The sampler deals the epoch's shuffled order out round-robin, so after `batches` batches on every rank
+        # exactly the first batches × batch_size × world_size samples of that order have been used.
+        return {"epoch": epoch, "samples_consumed": batches * self.batch_size * self.world_size}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """The next pass continues epoch `epoch` after its first `batches_consumed` batches."""
-        self.epoch, self._resume_at = state["epoch"], state["batches_consumed"]
-        self._current = (self.epoch, self._resume_at)
+    def load_state_dict(self, state: dict[str, Any]) -> str | None:
+        """The next pass continues epoch `epoch` after the samples already used; at another world size each rank
+        skips its share of them. Returns a note when that share is not whole (a few samples repeat or drop)."""
+        consumed = state["samples_consumed"]
+        self.epoch, self._resume_at = state["epoch"], consumed // self.world_size
+        self._current = (self.epoch, self._resume_at // self.batch_size)
+        if consumed % self.world_size:
+            return (f"the checkpoint had used {consumed} samples of epoch {self.epoch}, which {self.world_size}"
+                    f" ranks cannot split evenly: up to {self.world_size - 1} samples repeat or are skipped")
+        return None

@@ -84,7 +84,9 @@ def _restore_training_state(engine, saved: dict[str, Any], path: Path, with_sche
     if engine.loss_scaler is not None and saved.get("loss_scaler") is not None:
         engine.loss_scaler.load_state_dict(saved["loss_scaler"])
     if engine.training_dataloader is not None and saved.get("dataloader") is not None:
-        engine.training_dataloader.load_state_dict(saved["dataloader"])
+        note = engine.training_dataloader.load_state_dict(saved["dataloader"])
+        if note and engine.global_rank == 0:
+            say(f"warning: {note}")
     rng_file = path / "rng" / f"rank{engine.global_rank}.pt"
     if rng_file.is_file():  # a rank that did not exist at save time keeps its own generators
         rng.restore(torch.load(rng_file, weights_only=False))
