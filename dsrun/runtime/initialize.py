@@ -17,6 +17,7 @@ from dsrun.errors import UsageError
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
+from dsrun.runtime.materialize import check_initialisable, is_meta, materialize
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
 from dsrun.runtime.optim import (
     adopt_client_optimizer,
@@ -167,12 +168,21 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
         torch.manual_seed(cfg.seed)
 
     precision = choose_precision(cfg, placement.device)
-    model.to(placement.device)
-    if precision.half and cfg.zero.stage < 3:
-        model.to(precision.param_dtype)  # as DeepSpeed casts the module; stage 3 keeps fp32 shards (FSDP2)
+    on_meta = is_meta(model)
+    if on_meta:
+        check_initialisable(model)
+    if cfg.zero.stage < 3:
+        if on_meta:
+            materialize(model, placement.device)  # rank 0's values reach every rank through the strategy
+        model.to(placement.device)
+        if precision.half:
+            model.to(precision.param_dtype)  # as DeepSpeed casts the module
+    # Stage 3 is sharded first: fully_shard moves each rank's shards to its device, so no rank holds the whole model.
     groups = _param_groups(model, model_parameters, optimizer)
     param_names = {param: name for name, param in model.named_parameters()}  # before wrapping renames anything
     strategy = make_strategy(model, _strategy_context(cfg, placement, precision))
+    if on_meta and cfg.zero.stage == 3:
+        materialize(model, placement.device)
 
     torch_optimizer = _optimizer(optimizer, cfg, groups, strategy, placement.device, rank0)
     if torch_optimizer is not None:
