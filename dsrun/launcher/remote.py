@@ -14,9 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from dsrun.errors import UsageError
+from dsrun.launcher.agent_job import run_agents
 from dsrun.launcher.envfile import remote_env
 from dsrun.launcher.host_session import LOST, HostSession
-from dsrun.launcher.nodejob import jobs_for, jobs_line
+from dsrun.launcher.nodejob import jobs_line
 from dsrun.launcher.plan import WorldPlan, with_rendezvous
 from dsrun.launcher.relay import Relay
 from dsrun.launcher.remote_report import EXIT_CONNECTION_LOST, agent_failed, failed_rank, lost_host
@@ -172,13 +173,5 @@ def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_time
         raise
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
     job = SshJob(plan, sessions, relay, shutdown_timeout, quiet)
-    relay.on_event = job.on_event
-    if not quiet:
-        for note in plan.notes:
-            relay.say(f"note: {note}")
-        relay.say(f"starting {plan.world_size} worker(s) on {len(sessions)} host(s) ({plan.accelerator}, "
-                  f"{plan.backend}), master {plan.master_addr}:{plan.master_port}")
-    code = job.run(jobs_for(plan, env, shutdown_timeout))
-    if code == 0 and not quiet:
-        relay.say(f"all {plan.world_size} worker(s) on {len(sessions)} host(s) finished")
-    return code
+    return run_agents(plan, relay, job, env, where=f"{len(sessions)} host(s)", shutdown_timeout=shutdown_timeout,
+                      quiet=quiet)

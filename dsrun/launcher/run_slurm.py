@@ -18,13 +18,14 @@ from pathlib import Path
 
 from dsrun.errors import UsageError
 from dsrun.launcher import proctree
+from dsrun.launcher.agent_job import run_agents
 from dsrun.launcher.envfile import remote_env
-from dsrun.launcher.nodejob import jobs_for, jobs_line, signal_line
+from dsrun.launcher.nodejob import jobs_line, signal_line
 from dsrun.launcher.plan import WorldPlan
 from dsrun.launcher.relay import Relay, pump
 from dsrun.launcher.remote_report import agent_failed, failed_rank
 from dsrun.launcher.run_local import prepare_log_dir
-from dsrun.launcher.spawn import FORWARDED_SIGNALS
+from dsrun.launcher.spawn import FORWARDED_SIGNALS, exit_code_of
 
 KILL_SRUN_AFTER = 10.0  # beyond the shutdown timeout
 
@@ -124,7 +125,7 @@ class SlurmJob:
         if code != 0:
             missing = [n.host for n in self.plan.nodes if n.node_rank not in self.done]
             self.relay.say(f"srun ended with exit status {code}; no report from: {', '.join(missing) or 'none'}")
-            return 128 - code if code < 0 else code
+            return exit_code_of(code)
         return 0
 
 
@@ -134,13 +135,5 @@ def run_slurm(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_ti
     env, _ = remote_env(dict(os.environ), Path(plan.remote.cwd), Path(os.path.expanduser("~")))
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
     job = SlurmJob(plan, relay, shutdown_timeout, quiet)
-    relay.on_event = job.on_event
-    if not quiet:
-        for note in plan.notes:
-            relay.say(f"note: {note}")
-        relay.say(f"starting {plan.world_size} worker(s) on {len(plan.nodes)} Slurm node(s), "
-                  f"master {plan.master_addr}:{plan.master_port}")
-    code = job.run(jobs_for(plan, env, shutdown_timeout))
-    if code == 0 and not quiet:
-        relay.say(f"all {plan.world_size} worker(s) on {len(plan.nodes)} node(s) finished")
-    return code
+    return run_agents(plan, relay, job, env, where=f"{len(plan.nodes)} Slurm node(s)",
+                      shutdown_timeout=shutdown_timeout, quiet=quiet)

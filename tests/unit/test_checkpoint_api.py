@@ -1,11 +1,9 @@
 """Checkpoint API edge cases in one process (world size 1): what is loaded when nothing or the wrong thing is there,
 tag names, keep_last, and the on-disk layout's crash-safety helpers."""
 
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 import dsrun
@@ -14,22 +12,14 @@ from dsrun.runtime.checkpoint import layout
 
 
 @pytest.fixture
-def engine_factory(monkeypatch):
-    saved_env = dict(os.environ)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-
+def engine_factory(single_process):
     def make(**config):
         torch.manual_seed(0)
         cfg = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "AdamW", "params": {"lr": 1e-2}}, **config}
         engine, *_ = dsrun.initialize(model=nn.Linear(4, 2), config=cfg)
         return engine
 
-    yield make
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved_env)
+    return make
 
 
 def train_one_step(engine):

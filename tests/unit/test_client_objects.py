@@ -1,25 +1,11 @@
 """A client optimizer and the LR scheduler built on it keep working together through the engine (world size 1)."""
 
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
 from torch import nn
 
 import dsrun
-
-
-@pytest.fixture
-def single_process(monkeypatch):
-    saved_env = dict(os.environ)
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE"):
-        monkeypatch.delenv(key, raising=False)
-    yield
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    os.environ.clear()
-    os.environ.update(saved_env)
 
 
 @pytest.mark.parametrize("stage", [0, 1])
