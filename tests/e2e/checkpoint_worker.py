@@ -22,9 +22,10 @@ def config(stage):
             "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 4, "warmup_max_lr": 0.01}}}
 
 
-def model(seed, width=16):
+def model(seed, width=16, hidden_layers=0):
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Linear(8, width), nn.GELU(), nn.Linear(width, 1))
+    middle = [m for _ in range(hidden_layers) for m in (nn.Linear(width, width), nn.GELU())]
+    return nn.Sequential(nn.Linear(8, width), nn.GELU(), *middle, nn.Linear(width, 1))
 
 
 def data():
@@ -33,8 +34,10 @@ def data():
 
 
 def train(stage, steps, save_dir, mode):
-    width = 512 if mode == "save-each-step" else 16  # bigger saves take long enough to be killed in the middle
-    engine, _, loader, _ = dsrun.initialize(model=model(0, width), config=config(stage), training_data=data())
+    # Saves of ~4M parameters (+ Adam state) take long enough for a test to kill a rank in the middle of one.
+    big = mode == "save-each-step"
+    net = model(0, width=2048, hidden_layers=1) if big else model(0)
+    engine, _, loader, _ = dsrun.initialize(model=net, config=config(stage), training_data=data())
     if mode == "resume":
         path, client = engine.load_checkpoint(save_dir)
         assert client == {"step_note": "saved"}, client
@@ -46,7 +49,8 @@ def train(stage, steps, save_dir, mode):
         engine.backward(loss)
         engine.step()
         losses.append(loss.item())
-        if mode == "save-each-step" and engine.is_gradient_accumulation_boundary():
+        if big and engine.micro_steps % engine.gradient_accumulation_steps() == 0:  # an update just happened
+            print(f"SAVING {engine.global_steps}", flush=True)
             engine.save_checkpoint(save_dir, client_state={"step_note": "saved"})
             print(f"SAVED {engine.global_steps}", flush=True)
     if mode in ("save", "resume"):
