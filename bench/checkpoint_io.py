@@ -52,7 +52,22 @@ def run(reps: int, repo: Path, quick: bool = False) -> dict:
     return {"stages": stages}
 
 
-if __name__ == "__main__":
-    REPO = Path(__file__).resolve().parent.parent
-    sys.path.insert(0, str(REPO))
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else 3, REPO), indent=2))
+
+
+def table(result: dict) -> list[str]:
+    """Markdown rows for bench/README.md."""
+    def spread(s: dict, digits: int = 2) -> str:
+        return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+    lines = ["| stage | params | dsrun save s | torch.save s | save ratio | dsrun load s | torch.load s | load ratio"
+             " | goal ≤ 1.2 |", "|---|---|---|---|---|---|---|---|---|"]
+    for stage, data in result["stages"].items():
+        s = data["summary"]
+        lines.append(f"| z{stage} | {data['params'] / 1e6:.1f}M | {spread(s['dsrun_save_s'])}"
+                     f" | {spread(s['torch_save_s'])} | {spread(s['save_ratio'])} | {spread(s['dsrun_load_s'])}"
+                     f" | {spread(s['torch_load_s'])}"
+                     f" | {spread(s['load_ratio'])} | {'**met**' if s['goal']['met'] else '**missed**'} |")
+    lines += ["", "2 ranks on gloo. dsrun: every rank writes its shards through torch.distributed.checkpoint into a"
+              " staging directory renamed into place; torch: rank 0 saves the whole model and optimizer state,"
+              " every rank loads it (as a DDP script must)."]
+    return lines

@@ -44,7 +44,7 @@ def main() -> None:
               "optimizer": {"type": "AdamW", "params": {"lr": 1e-4}}}
     engine, *_ = dsrun.initialize(model=make_model(), config=config)
     one_step(engine)  # optimizer state exists
-    # The baseline: what a plain PyTorch script saves — the whole model and optimizer, from rank 0.
+    # The baseline: what a plain PyTorch script does — rank 0 saves the whole model and optimizer, every rank loads.
     plain = make_model()
     plain_opt = torch.optim.AdamW(plain.parameters(), lr=1e-4)
     plain(torch.randn(2, WIDTH)).pow(2).mean().backward()
@@ -60,11 +60,10 @@ def main() -> None:
         if rank == 0:
             torch.save({"model": plain.state_dict(), "optimizer": plain_opt.state_dict()}, baseline_file)
 
-    def torch_load():
-        if rank == 0:
-            state = torch.load(baseline_file)
-            plain.load_state_dict(state["model"])
-            plain_opt.load_state_dict(state["optimizer"])
+    def torch_load():  # every rank needs the state back, so every rank loads the file
+        state = torch.load(baseline_file)
+        plain.load_state_dict(state["model"])
+        plain_opt.load_state_dict(state["optimizer"])
 
     raw = []
     for rep in range(reps):

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+from bench.checkpoint_io import table as checkpoint_table
 from bench.report_training import memory_table, train_step_table
 
 START = "<!-- results:start -->"
@@ -98,7 +99,7 @@ def plan_scale_table(result: dict) -> list[str]:
 
 
 TABLES = {"launch": launch_table, "plan-scale": plan_scale_table, "train-step": train_step_table,
-          "memory": memory_table}
+          "memory": memory_table, "checkpoint": checkpoint_table}
 
 
 def results_markdown(latest: dict[str, tuple[Path, dict]]) -> str:

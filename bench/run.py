@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import launch, memory, plan_scale, report, train_step  # noqa: E402
+from bench import checkpoint_io, launch, memory, plan_scale, report, train_step  # noqa: E402
 from bench.timing import BenchError  # noqa: E402
 
 # Each takes (reps, repo, quick). The training benchmarks shorten themselves under --quick; the launcher ones
@@ -29,6 +29,7 @@ BENCHMARKS = {
     train_step.NAME: train_step.run,
     memory.NAME: memory.run,
     plan_scale.NAME: lambda reps, repo, quick: plan_scale.run(reps, repo),
+    checkpoint_io.NAME: checkpoint_io.run,
 }
 DEFAULT_REPS = 7
 QUICK_REPS = 2

@@ -25,10 +25,12 @@ def all_ranks_arrive(what: str, sequence: int) -> None:
     store.add(key, 1)
     timeout = float(os.environ.get("DSRUN_CHECKPOINT_SYNC_TIMEOUT", DEFAULT_TIMEOUT_S))
     deadline = time.monotonic() + timeout
+    pause = 0.0005  # ranks usually arrive within milliseconds of each other: look often first, then back off
     while (arrived := store.add(key, 0)) < world:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"engine.{what}() was called on {arrived} of {world} ranks within {timeout:g} s: every rank must call"
                 f" it (call it outside any `if rank == 0:` block)"
             )
-        time.sleep(0.01)
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
