@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,8 +51,16 @@ def _fill_single_process_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(free_port()))
 
 
-def _destroy_process_group() -> None:
+def _quiet_exit() -> None:
+    """Let gloo's worker threads finish before the interpreter shuts down.
+
+    A gloo worker thread drops the last reference to a collective's tensors just after waking the caller; if that
+    falls inside interpreter shutdown, it cannot take the GIL, is unwound, and the process aborts ("terminate called
+    without an active exception", exit 134; seen in core dumps in ProcessGroupGloo::AsyncWork's destructor). A
+    short pause closes that window; destroying the group then joins its threads while Python still runs.
+    """
     if dist.is_initialized():
+        time.sleep(0.05)
         dist.destroy_process_group()
 
 
@@ -71,9 +80,7 @@ def init_distributed(
         backend = dist_backend or ("nccl" if device.type == "cuda" else "gloo")
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
-        # Left to interpreter teardown, the process group's threads were seen to abort a finished worker
-        # ("terminate called without an active exception", exit 134); shut it down while Python still runs.
-        atexit.register(_destroy_process_group)
+        atexit.register(_quiet_exit)
     if dist.is_initialized():
         return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())
     return Placement(0, local_rank, 1, device, "none")
