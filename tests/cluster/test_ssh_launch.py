@@ -5,7 +5,6 @@ The workers are tests/e2e/worker.py (plain python); only test_training.py import
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,6 +13,8 @@ from pathlib import Path
 
 import psutil
 import pytest
+
+from tests.pids import kill_survivors, recorded, running
 
 WORKER = str(Path(__file__).resolve().parents[1] / "e2e" / "worker.py")
 
@@ -25,21 +26,8 @@ def job_dir(tmp_path):
     pids.mkdir()
     (tmp_path / ".dsrun_env").write_text(f"# shipped to every host\nexport PID_DIR={pids}\n\nFROM_ENV_FILE='a b'\n")
     yield tmp_path
-    alive = [pid for pid in recorded(pids) if running(pid)]
-    for pid in alive:
-        os.kill(pid, signal.SIGKILL)
+    alive = kill_survivors(pids)
     assert not alive, f"workers left behind: {alive}"
-
-
-def recorded(directory: Path) -> list[int]:
-    return [int(f.read_text()) for f in directory.glob("*.pid") if f.read_text()]
-
-
-def running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def dsrun_cmd(cluster, *args):

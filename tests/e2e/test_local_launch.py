@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
+
+from tests.pids import kill_survivors, recorded, running
 
 pytestmark = pytest.mark.e2e
 
@@ -25,21 +26,8 @@ def pid_dir(tmp_path):
     directory.mkdir()
     yield directory
     # Whatever a test asserted, nothing it started may survive it.
-    stray = [p for p in recorded(directory) if running(p)]
-    for pid in stray:
-        os.kill(pid, signal.SIGKILL)
+    stray = kill_survivors(directory)
     assert not stray, f"processes left behind: {stray}"
-
-
-def recorded(directory: Path) -> list[int]:
-    return [int(f.read_text()) for f in directory.glob("*.pid") if f.read_text()]
-
-
-def running(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def dsrun(*args, pid_dir=None, timeout=60, **kwargs):
