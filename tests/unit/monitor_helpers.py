@@ -8,6 +8,7 @@ import torch
 
 from dsrun.config import parse_run_config
 from dsrun.runtime.distributed import Placement
+from dsrun.runtime.monitor import build_monitor
 from dsrun.runtime.progress import StepStats
 
 BATCH = {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}  # 16 samples a step on 2 ranks
@@ -40,3 +41,9 @@ def step(n, *, loss=None, applied=True, breakdown=False, loss_scale=None):
 
 def close_enough(a, b):
     return math.isclose(a, b, rel_tol=1e-6)
+
+
+def build(monitors, cfg, **kwargs):
+    monitor = build_monitor(cfg, placement(), plot=False, **kwargs)
+    monitors.append(monitor)
+    return monitor

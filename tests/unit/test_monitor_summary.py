@@ -14,21 +14,7 @@ from dsrun.config import parse_run_config
 from dsrun.errors import UsageError
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
 from dsrun.runtime.monitor.summary import config_sha256
-from tests.unit.monitor_helpers import BATCH, config, placement, step
-
-
-@pytest.fixture
-def monitors():
-    built = []
-    yield built
-    for monitor in built:
-        monitor.close()
-
-
-def build(monitors, cfg):
-    monitor = build_monitor(cfg, placement(), plot=False)
-    monitors.append(monitor)
-    return monitor
+from tests.unit.monitor_helpers import BATCH, build, config, placement, step
 
 
 def summary(tmp_path, job="job"):

@@ -15,22 +15,7 @@ from dsrun.errors import UsageError
 from dsrun.runtime.monitor import build_monitor
 from dsrun.runtime.monitor.wandb_writer import wandb_mode
 from dsrun.tools.metrics import COLUMNS, read_metrics
-from tests.unit.monitor_helpers import close_enough, config, placement, step
-
-
-@pytest.fixture
-def monitors():
-    """Monitors a test builds; closed afterwards so no atexit or signal hook outlives the test."""
-    built = []
-    yield built
-    for monitor in built:
-        monitor.close()
-
-
-def build(monitors, cfg, **kwargs):
-    monitor = build_monitor(cfg, placement(), plot=False, **kwargs)
-    monitors.append(monitor)
-    return monitor
+from tests.unit.monitor_helpers import build, close_enough, config, placement, step
 
 
 def test_csv_has_a_header_and_one_flushed_row_per_step(tmp_path, monitors):
