@@ -22,6 +22,7 @@ ACTED_ON = frozenset({
     "gradient_clipping",
     "zero_optimization.stage", "zero_optimization.reduce_bucket_size", "zero_optimization.allgather_bucket_size",
     "zero_optimization.ignore_unused_parameters",
+    "zero_optimization.stage3_prefetch_bucket_size", "zero_optimization.prefetch_bucket_size",
     "zero_optimization.offload_optimizer.device", "zero_optimization.offload_optimizer.pin_memory",
     "zero_optimization.offload_param.device", "zero_optimization.offload_param.pin_memory",
     # Deprecated spellings that dsrun maps onto offload_optimizer / offload_param.
@@ -34,6 +35,9 @@ ACTED_ON = frozenset({
 })  # fmt: skip
 
 _ZERO_ON_TORCH = "dsrun builds the ZeRO stages on torch DDP / FSDP2, which have no such setting"
+_NO_PERSISTENT = "stage 3 shards every parameter, however small (FSDP2 keeps no parameters whole)"
+_LIVE = ("stage 3 frees each unit's gathered parameters after its forward and its backward; the units are"
+         " stage3_prefetch_bucket_size elements at most")
 _REMOVED = "removed in DeepSpeed 0.19, which refuses it"
 
 # Why a key is not acted on. A key without its own entry takes its nearest listed ancestor's reason.
@@ -86,6 +90,14 @@ REASONS: dict[str, str] = {
     " torch.distributed.checkpoint, so nothing needs gathering first",
     "zero_optimization.stage3_gather_fp16_weights_on_model_save": "deprecated alias of"
     " stage3_gather_16bit_weights_on_model_save; dsrun saves full weights through torch.distributed.checkpoint",
+    "zero_optimization.stage3_param_persistence_threshold": _NO_PERSISTENT,
+    "zero_optimization.param_persistence_threshold": _NO_PERSISTENT,
+    "zero_optimization.stage3_model_persistence_threshold": _NO_PERSISTENT,
+    "zero_optimization.model_persistence_threshold": _NO_PERSISTENT,
+    "zero_optimization.stage3_max_live_parameters": _LIVE,
+    "zero_optimization.max_live_parameters": _LIVE,
+    "zero_optimization.stage3_max_reuse_distance": _LIVE,
+    "zero_optimization.max_reuse_distance": _LIVE,
     "zero_optimization.offload_optimizer": "only device and pin_memory are read; torch's CPU offload has no"
     " further settings",
     "zero_optimization.offload_param": "only device and pin_memory are read; torch's CPU offload has no further"

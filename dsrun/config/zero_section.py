@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from dsrun.errors import UsageError
 
 DEFAULT_BUCKET_SIZE = 500_000_000
+DEFAULT_PREFETCH_BUCKET_SIZE = 50_000_000  # DeepSpeed's stage3_prefetch_bucket_size
 ZERO = "zero_optimization"
 
 
@@ -32,6 +33,7 @@ class ZeroConfig:
     offload_param: OffloadConfig | None = None
     reduce_bucket_size: int = DEFAULT_BUCKET_SIZE
     allgather_bucket_size: int = DEFAULT_BUCKET_SIZE
+    prefetch_bucket_size: int = DEFAULT_PREFETCH_BUCKET_SIZE
     overlap_comm: bool = False
     contiguous_gradients: bool = True
     reduce_scatter: bool = True
@@ -88,12 +90,22 @@ def build_zero(zero: Mapping[str, Any], notes: list[str]) -> ZeroConfig:
         offload_param=_offload(param_dict, pin_default),
         reduce_bucket_size=zero.get("reduce_bucket_size", DEFAULT_BUCKET_SIZE),
         allgather_bucket_size=zero.get("allgather_bucket_size", DEFAULT_BUCKET_SIZE),
+        prefetch_bucket_size=_stage3_setting(zero, "prefetch_bucket_size", DEFAULT_PREFETCH_BUCKET_SIZE),
         overlap_comm=zero.get("overlap_comm", stage == 3),
         contiguous_gradients=zero.get("contiguous_gradients", True),
         reduce_scatter=zero.get("reduce_scatter", True),
     )
     _check_offload_against_stage(config, optimizer_dict, notes)
     return config
+
+
+def _stage3_setting(zero: Mapping[str, Any], name: str, default: Any) -> Any:
+    """A stage-3 setting DeepSpeed accepts as `stage3_<name>` or `<name>`; both with different values is an error."""
+    prefixed = f"stage3_{name}"
+    if prefixed in zero and name in zero and zero[prefixed] != zero[name]:
+        raise UsageError(f"{ZERO}.{prefixed} ({zero[prefixed]}) and {ZERO}.{name} ({zero[name]}) are two spellings"
+                         " of one setting with different values: keep one")
+    return zero.get(prefixed, zero.get(name, default))
 
 
 def _check_offload_against_stage(config: ZeroConfig, optimizer_dict: Mapping[str, Any] | None,

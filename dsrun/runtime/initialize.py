@@ -115,6 +115,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         stage=zero.stage,
         reduce_bucket_elements=int(zero.reduce_bucket_size),
         gather_bucket_elements=int(zero.allgather_bucket_size),
+        unit_elements=int(zero.prefetch_bucket_size),
         ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
         offload_cpu=offload,
         find_unused_parameters=not isinstance(section, dict) or section.get("ignore_unused_parameters") is not False,

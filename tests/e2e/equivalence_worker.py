@@ -49,7 +49,7 @@ def reference(accumulation, world, clip):
     return losses
 
 
-def engine_run(stage, accumulation, clip):
+def engine_run(stage, accumulation, clip, prefetch=None):
     torch.manual_seed(0)
     model = Model()
     config = {
@@ -59,6 +59,8 @@ def engine_run(stage, accumulation, clip):
         "gradient_clipping": clip,
         "zero_optimization": {"stage": stage},
     }
+    if prefetch is not None:
+        config["zero_optimization"]["stage3_prefetch_bucket_size"] = prefetch
     engine, _, _, _ = dsrun.initialize(model=model, config=config)
     world, rank = engine.world_size, engine.global_rank
     losses = []
@@ -80,12 +82,13 @@ def engine_run(stage, accumulation, clip):
 def main():
     clip = float(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else 0.0
     results = []
-    for stage in (0, 1, 2, 3):
+    # Stage 3 twice: all 3 blocks (304 elements each) in one FSDP unit by default, and units of 2 + 1 blocks.
+    for stage, prefetch in ((0, None), (1, None), (2, None), (3, None), (3, 700)):
         for accumulation in (1, 2):
-            losses, norm = engine_run(stage, accumulation, clip)
+            losses, norm = engine_run(stage, accumulation, clip, prefetch)
             world = torch.distributed.get_world_size()
-            results.append({"stage": stage, "accumulation": accumulation, "world": world, "losses": losses,
-                            "reference": reference(accumulation, world, clip), "grad_norm": norm})
+            results.append({"stage": stage, "prefetch": prefetch, "accumulation": accumulation, "world": world,
+                            "losses": losses, "reference": reference(accumulation, world, clip), "grad_norm": norm})
     if torch.distributed.get_rank() == 0:
         print("RESULTS " + json.dumps(results), flush=True)
 

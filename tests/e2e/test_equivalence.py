@@ -26,11 +26,13 @@ def run_world(world: int, clip: float) -> list[dict]:
 @pytest.mark.parametrize(("world", "clip"), [(1, 0.0), (2, 0.0), (2, 0.05)])
 def test_every_stage_matches_the_plain_loop(world, clip):
     results = run_world(world, clip)
-    assert {(r["stage"], r["accumulation"]) for r in results} == {(s, a) for s in range(4) for a in (1, 2)}
+    variants = [(0, None), (1, None), (2, None), (3, None), (3, 700)]
+    assert {(r["stage"], r["prefetch"], r["accumulation"]) for r in results} == {
+        (s, p, a) for s, p in variants for a in (1, 2)}
     for r in results:
         assert r["world"] == world
         worst = max(abs(a - b) for a, b in zip(r["losses"], r["reference"], strict=True))
-        assert worst <= TOLERANCE, f"stage {r['stage']} accumulation {r['accumulation']}: {worst}"
+        assert worst <= TOLERANCE, f"stage {r['stage']} ({r['prefetch']}) accumulation {r['accumulation']}: {worst}"
     if clip:
         # with a tiny clip every update is clipped, so a broken clip would already have failed the comparison
         assert all(r["grad_norm"] > clip for r in results)

@@ -48,13 +48,15 @@ def test_zero3_offload_example():
     assert zero.offload_param == OffloadConfig(device="cpu", pin_memory=False)
     assert zero.reduce_bucket_size == 1_000_000 and isinstance(zero.reduce_bucket_size, int)
     assert zero.overlap_comm is True and zero.allgather_bucket_size == 500_000_000
+    assert zero.prefetch_bucket_size == 940_000
+    assert parse_run_config({"zero_optimization": {"prefetch_bucket_size": 7}}).zero.prefetch_bucket_size == 7
     assert config.optimizer.type == "Adam" and config.optimizer.params["betas"] == [0.9, 0.999]
     assert config.fp16.enabled and config.fp16.initial_scale_power == 16 and config.fp16.hysteresis == 2
     assert config.gradient_clipping == 1.0  # DeepSpeed 0.19's default
     assert warned_paths(config) == {
         f"zero_optimization.{key}" for key in (
-            "overlap_comm", "contiguous_gradients", "sub_group_size", "stage3_prefetch_bucket_size",
-            "stage3_param_persistence_threshold", "stage3_max_live_parameters", "stage3_max_reuse_distance",
+            "overlap_comm", "contiguous_gradients", "sub_group_size", "stage3_param_persistence_threshold",
+            "stage3_max_live_parameters", "stage3_max_reuse_distance",
             "stage3_gather_16bit_weights_on_model_save")
     }  # fmt: skip
     assert config.batch(8).gradient_accumulation_steps == 2
@@ -133,6 +135,7 @@ def test_hf_all_auto_template():
     assert config.scheduler.auto_params == ("warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "total_num_steps")
     assert config.gradient_clipping == 1.0
     assert config.zero.reduce_bucket_size == 500_000_000
+    assert config.zero.prefetch_bucket_size == 50_000_000  # "auto" is DeepSpeed's default
     # "auto" values ask for nothing, so they draw no warning; the 1e9 settings and the flags do.
     assert warned_paths(config) == {
         f"zero_optimization.{key}" for key in (
@@ -267,6 +270,9 @@ def test_optimizer_or_scheduler_without_type_builds_nothing():
         ({"train_batch_sz": 8}, "train_batch_sz is not a DeepSpeed config key: did you mean train_batch_size?"),
         ({"Train_Batch_Size": 8}, "did you mean train_batch_size?"),
         ({"stage": 2}, "stage is not a DeepSpeed config key: did you mean zero_optimization.stage?"),
+        ({"zero_optimization": {"stage3_prefetch_bucket_size": 1e6, "prefetch_bucket_size": 2e6}},
+         r"stage3_prefetch_bucket_size \(1000000\) and zero_optimization.prefetch_bucket_size \(2000000\) are two"
+         " spellings of one setting with different values: keep one"),
         ({"zero_optimization": {"stage3_prefetch_bucket": 5}},
          "did you mean zero_optimization.stage3_prefetch_bucket_size"),
         ({"zero_optimization": {"offload_optimizer": {"pin_memroy": True}}},

