@@ -28,7 +28,7 @@ ACTED_ON = frozenset({
     # Deprecated spellings that dsrun maps onto offload_optimizer / offload_param.
     "zero_optimization.cpu_offload", "zero_optimization.cpu_offload_param",
     "zero_optimization.cpu_offload_use_pin_memory",
-    "zero_allow_untested_optimizer", "prescale_gradients", "gradient_predivide_factor",
+    "zero_allow_untested_optimizer", "prescale_gradients", "gradient_predivide_factor", "communication_data_type",
     "steps_per_print", "wall_clock_breakdown", "dump_state", "dataloader_drop_last", "seed",
     "tensorboard", "csv_monitor", "wandb",
     "checkpoint.tag_validation", "checkpoint.keep_last",
@@ -50,7 +50,6 @@ REASONS: dict[str, str] = {
     "disable_allgather": "dsrun has no such switch; parameter gathering follows the ZeRO stage",
     "disable_python_gc": "dsrun leaves Python's garbage collector as it is",
     "log_level": "dsrun's messages do not go through DeepSpeed's logger",
-    "communication_data_type": "gradients are always reduced in fp32",
     "seq_parallel_communication_data_type": "dsrun has no Ulysses sequence parallelism",
     "gradient_allreduce_op": "gradients are always averaged over the data-parallel ranks",
     "sequence_parallel_size": "dsrun has no sequence parallelism: every rank is a data-parallel rank",
@@ -63,13 +62,14 @@ REASONS: dict[str, str] = {
     # Precision.
     "fp16.fp16_master_weights_and_grads": "dsrun keeps master weights in fp32",
     "bf16": "only bf16.enabled is read; dsrun keeps master weights and optimizer states in fp32 and reduces"
-    " gradients in fp32",
+    " gradients in fp32 (or communication_data_type)",
     "bfloat16": "only bfloat16.enabled is read; dsrun keeps master weights and optimizer states in fp32 and"
-    " reduces gradients in fp32",
+    " reduces gradients in fp32 (or communication_data_type)",
     "amp": "these are Apex options; dsrun runs amp as torch autocast from amp.opt_level",
     "torch_autocast": "dsrun does not run DeepSpeed's torch_autocast mode; use bf16, fp16 or amp.opt_level",
     "data_types": "dsrun derives dtypes from fp16 / bf16 / amp: fp32 master weights and optimizer state,"
-    " gradients reduced in fp32, stage 2 accumulating gradient shards in the parameters' dtype",
+    " gradients reduced in fp32 (or communication_data_type), stage 2 accumulating gradient shards in the"
+    " parameters' dtype",
     "optimizer.legacy_fusion": "dsrun builds torch optimizers, which have no legacy fused mode",
     # ZeRO.
     "zero_optimization": _ZERO_ON_TORCH,

@@ -56,6 +56,7 @@ class RunConfig:
     zero_allow_untested_optimizer: bool
     prescale_gradients: bool
     gradient_predivide_factor: float
+    communication_data_type: str | None  # "fp16" | "bf16" | "fp32"; None: reduce in fp32
     tensorboard: MonitorConfig
     csv_monitor: MonitorConfig
     wandb: WandbConfig
@@ -95,6 +96,10 @@ def _parse(raw: Mapping[str, Any], source: str) -> RunConfig:
     optimizer = build_optimizer(clean.get("optimizer", {}), raw.get("optimizer"), notes)
     scheduler = build_scheduler(clean.get("scheduler", {}), raw.get("scheduler"), notes)
     zero = build_zero(clean.get("zero_optimization", {}), notes)
+    if zero.stage == 3 and (clean.get("prescale_gradients") or clean.get("gradient_predivide_factor", 1.0) != 1.0):
+        notes.append("prescale_gradients / gradient_predivide_factor are accepted but dsrun does not act on them at"
+                     " ZeRO stage 3: FSDP2 splits the averaging itself (half precision: about sqrt(world) before the"
+                     " sum, the rest after; otherwise all after)")
     config = RunConfig(
         raw=raw,
         source=source,
@@ -114,6 +119,7 @@ def _parse(raw: Mapping[str, Any], source: str) -> RunConfig:
         zero_allow_untested_optimizer=clean.get("zero_allow_untested_optimizer", False),
         prescale_gradients=clean.get("prescale_gradients", False),
         gradient_predivide_factor=clean.get("gradient_predivide_factor", 1.0),
+        communication_data_type=clean.get("communication_data_type"),
         tensorboard=build_monitor(clean.get("tensorboard", {})),
         csv_monitor=build_monitor(clean.get("csv_monitor", {})),
         wandb=build_wandb(clean.get("wandb", {})),

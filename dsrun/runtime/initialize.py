@@ -29,6 +29,7 @@ from dsrun.runtime.optim import (
 from dsrun.runtime.precision import choose_precision
 from dsrun.runtime.progress import say
 from dsrun.runtime.strategies import StrategyContext, make_strategy
+from dsrun.runtime.strategies.reduction import grad_reduction
 
 _BYTES_PER_MB = 1024 * 1024
 
@@ -118,6 +119,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         unit_elements=int(zero.prefetch_bucket_size),
         ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
         offload_cpu=offload,
+        reduction=grad_reduction(cfg, placement.world_size),
         find_unused_parameters=not isinstance(section, dict) or section.get("ignore_unused_parameters") is not False,
     )
 

@@ -33,23 +33,38 @@ def global_batch(step, size):
 
 
 def reference(accumulation, world, clip):
+    """Losses and gradient norms (before clipping) of each step. Adam hardly notices a gradient off by a constant
+    factor, so the norms are what catch a wrong average."""
     torch.manual_seed(0)
     model = Model()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    losses = []
+    losses, norms = [], []
     for step in range(STEPS):
         x, y = global_batch(step, MICRO * accumulation * world)
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
-        if clip:
-            nn.utils.clip_grad_norm_(model.parameters(), clip)
+        norms.append(nn.utils.clip_grad_norm_(model.parameters(), clip if clip else float("inf")).item())
         opt.step()
         opt.zero_grad()
         losses.append(loss.item())
-    return losses
+    return losses, norms
 
 
-def engine_run(stage, accumulation, clip, prefetch=None):
+# (label, stage, extra config). Stage 3 twice: all 3 blocks (304 elements each) in one FSDP unit by default, and
+# units of 2 + 1 blocks. The scaling variants must not change fp32 results beyond rounding; the bf16 sums must.
+VARIANTS = [
+    ("z0", 0, {}), ("z1", 1, {}), ("z2", 2, {}), ("z3", 3, {}),
+    ("z3 units 2+1", 3, {"zero_optimization": {"stage": 3, "stage3_prefetch_bucket_size": 700}}),
+    ("z0 prescale", 0, {"prescale_gradients": True}),
+    ("z1 predivide 4", 1, {"gradient_predivide_factor": 4.0}),
+    ("z2 predivide 4", 2, {"gradient_predivide_factor": 4.0}),
+    ("z0 bf16 sum", 0, {"communication_data_type": "bf16"}),
+    ("z2 bf16 sum", 2, {"communication_data_type": "bf16"}),
+    ("z3 bf16 sum", 3, {"communication_data_type": "bf16"}),
+]
+
+
+def engine_run(stage, accumulation, clip, extra):
     torch.manual_seed(0)
     model = Model()
     config = {
@@ -58,12 +73,11 @@ def engine_run(stage, accumulation, clip, prefetch=None):
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-2, "weight_decay": 0.1}},
         "gradient_clipping": clip,
         "zero_optimization": {"stage": stage},
+        **extra,
     }
-    if prefetch is not None:
-        config["zero_optimization"]["stage3_prefetch_bucket_size"] = prefetch
     engine, _, _, _ = dsrun.initialize(model=model, config=config)
     world, rank = engine.world_size, engine.global_rank
-    losses = []
+    losses, norms = [], []
     for step in range(STEPS):
         x, y = global_batch(step, MICRO * accumulation * world)
         total = torch.zeros(())
@@ -76,19 +90,20 @@ def engine_run(stage, accumulation, clip, prefetch=None):
         if world > 1:
             torch.distributed.all_reduce(total)
         losses.append(total.item() / (accumulation * world))
-    return losses, engine.get_global_grad_norm()
+        norms.append(engine.get_global_grad_norm())
+    return losses, norms
 
 
 def main():
     clip = float(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else 0.0
     results = []
-    # Stage 3 twice: all 3 blocks (304 elements each) in one FSDP unit by default, and units of 2 + 1 blocks.
-    for stage, prefetch in ((0, None), (1, None), (2, None), (3, None), (3, 700)):
+    for label, stage, extra in VARIANTS:
         for accumulation in (1, 2):
-            losses, norm = engine_run(stage, accumulation, clip, prefetch)
+            losses, norms = engine_run(stage, accumulation, clip, extra)
             world = torch.distributed.get_world_size()
-            results.append({"stage": stage, "prefetch": prefetch, "accumulation": accumulation, "world": world,
-                            "losses": losses, "reference": reference(accumulation, world, clip), "grad_norm": norm})
+            ref_losses, ref_norms = reference(accumulation, world, clip)
+            results.append({"variant": label, "accumulation": accumulation, "world": world, "losses": losses,
+                            "reference": ref_losses, "norms": norms, "reference_norms": ref_norms})
     if torch.distributed.get_rank() == 0:
         print("RESULTS " + json.dumps(results), flush=True)
 

@@ -1,4 +1,5 @@
-"""ZeRO stages 0-3 × world size 1 and 2 × accumulation 1 and 2 train exactly like a plain PyTorch loop (fp32)."""
+"""ZeRO stages 0-3 × world size 1 and 2 × accumulation 1 and 2 train exactly like a plain PyTorch loop (fp32), also
+with stage 3's blocks in several units and with DeepSpeed's gradient pre-division; sums in bf16 train nearly so."""
 
 import json
 import subprocess
@@ -7,10 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.equivalence_worker import VARIANTS
+
 pytestmark = pytest.mark.e2e
 
 WORKER = str(Path(__file__).with_name("equivalence_worker.py"))
 TOLERANCE = 1e-5
+NORM_TOLERANCE = 1e-5  # relative
+BF16_SUM_TOLERANCE = 1e-2
 
 
 def run_world(world: int, clip: float) -> list[dict]:
@@ -26,16 +31,22 @@ def run_world(world: int, clip: float) -> list[dict]:
 @pytest.mark.parametrize(("world", "clip"), [(1, 0.0), (2, 0.0), (2, 0.05)])
 def test_every_stage_matches_the_plain_loop(world, clip):
     results = run_world(world, clip)
-    variants = [(0, None), (1, None), (2, None), (3, None), (3, 700)]
-    assert {(r["stage"], r["prefetch"], r["accumulation"]) for r in results} == {
-        (s, p, a) for s, p in variants for a in (1, 2)}
+    assert {(r["variant"], r["accumulation"]) for r in results} == {(v[0], a) for v in VARIANTS for a in (1, 2)}
     for r in results:
         assert r["world"] == world
         worst = max(abs(a - b) for a, b in zip(r["losses"], r["reference"], strict=True))
-        assert worst <= TOLERANCE, f"stage {r['stage']} ({r['prefetch']}) accumulation {r['accumulation']}: {worst}"
+        norm_error = max(abs(a / b - 1) for a, b in zip(r["norms"], r["reference_norms"], strict=True))
+        name = f"{r['variant']} accumulation {r['accumulation']}: loss {worst}, gradient norm {norm_error}"
+        if "bf16 sum" in r["variant"]:
+            # Gradients summed in bf16 (8 bits of mantissa) train a little differently, but still train.
+            assert worst <= BF16_SUM_TOLERANCE and norm_error <= BF16_SUM_TOLERANCE, name
+            if world > 1 or r["variant"] != "z0 bf16 sum":  # world 1 at stage 0 has no DDP, so no sum
+                assert worst > TOLERANCE, f"no bf16 rounding: {name}"
+        else:
+            assert worst <= TOLERANCE and norm_error <= NORM_TOLERANCE, name
     if clip:
         # with a tiny clip every update is clipped, so a broken clip would already have failed the comparison
-        assert all(r["grad_norm"] > clip for r in results)
+        assert all(min(r["norms"]) > clip for r in results)
 
 
 def test_ranks_using_different_branches_still_average_exactly():

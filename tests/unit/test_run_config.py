@@ -206,6 +206,17 @@ def test_monitors_checkpoint_and_dsrun_keys():
     assert warned_paths(config) == {"comet", "flops_profiler", "checkpoint.load_universal"}
 
 
+def test_communication_data_type_and_the_stage_3_scaling_note():
+    config = parse_run_config({"communication_data_type": "BF16", "zero_optimization": {"stage": 2},
+                               "gradient_predivide_factor": 4})
+    assert config.communication_data_type == "bf16" and config.warnings == ()
+    assert parse_run_config({}).communication_data_type is None
+    stage3 = parse_run_config({"prescale_gradients": True, "zero_optimization": {"stage": 3}})
+    assert stage3.warnings == ("prescale_gradients / gradient_predivide_factor are accepted but dsrun does not act on"
+                               " them at ZeRO stage 3: FSDP2 splits the averaging itself (half precision: about"
+                               " sqrt(world) before the sum, the rest after; otherwise all after)",)
+
+
 def test_removed_deepspeed_sections_load_with_a_warning():
     config = parse_run_config({"elasticity": {"enabled": True, "max_train_batch_size": 64},
                                "sparse_attention": {"mode": "fixed"},

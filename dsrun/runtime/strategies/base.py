@@ -9,6 +9,7 @@ from torch import nn
 
 from dsrun.runtime.distributed import Placement
 from dsrun.runtime.precision import Precision
+from dsrun.runtime.strategies.reduction import GradReduction, ddp_averaging_hook
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class StrategyContext:
     ddp_bucket_cap_mb: float | None  # None: DDP's own default
     find_unused_parameters: bool  # zero_optimization.ignore_unused_parameters (DeepSpeed default: true)
     offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"
+    reduction: GradReduction  # the dtype and scaling of the gradient sum over ranks
 
 
 class Strategy:
@@ -58,21 +60,6 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def fp32_allreduce_hook(process_group, bucket):
-    """DDP comm hook for half-precision gradients: reduce in fp32 (no overflow or rounding in the sum)."""
-    import torch.distributed as dist
-
-    buffer = bucket.buffer()
-    group = process_group if process_group is not None else dist.group.WORLD
-    wide = buffer.float().div_(dist.get_world_size(group))
-    future = dist.all_reduce(wide, group=group, async_op=True).get_future()
-
-    def narrow(fut):
-        return buffer.copy_(fut.value()[0])
-
-    return future.then(narrow)
-
-
 def wrap_ddp(model: nn.Module, ctx: StrategyContext) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
@@ -88,8 +75,9 @@ def wrap_ddp(model: nn.Module, ctx: StrategyContext) -> nn.Module:
         find_unused_parameters=ctx.find_unused_parameters,
         **kwargs,
     )
-    if ctx.precision.half:
-        ddp.register_comm_hook(None, fp32_allreduce_hook)
+    # Always ours: DDP's own hook divides before summing in the gradients' dtype; DeepSpeed's default (and so
+    # dsrun's) divides after, and dsrun sums half-precision gradients in fp32.
+    ddp.register_comm_hook(ctx.reduction, ddp_averaging_hook)
     return ddp
 
 

@@ -2,8 +2,9 @@
 
 Consecutive blocks (the entries of the model's ModuleLists/Sequentials) form FSDP units of at most
 stage3_prefetch_bucket_size elements and the rest of the model is the root unit; parameters are gathered per unit
-for forward and backward and resharded after forward. Half precision computes in
-bf16/fp16 while FSDP2 keeps the sharded fp32 parameters (the master weights) and reduces gradients in fp32.
+for forward and backward and resharded after forward. Half precision computes in bf16/fp16 while FSDP2 keeps the
+sharded fp32 parameters (the master weights). Gradients are reduced in fp32 or in communication_data_type; FSDP2
+splits the averaging itself, so prescale_gradients / gradient_predivide_factor have no say here.
 """
 
 from __future__ import annotations
@@ -85,10 +86,8 @@ class FullySharded(Strategy):
         originals = [p for p in model.parameters() if p.requires_grad]
         mesh = init_device_mesh(placement.device.type, (placement.world_size,))
         precision = ctx.precision
-        mp_policy = (
-            MixedPrecisionPolicy(param_dtype=precision.param_dtype, reduce_dtype=torch.float32)
-            if precision.half else MixedPrecisionPolicy()
-        )
+        mp_policy = MixedPrecisionPolicy(param_dtype=precision.param_dtype if precision.half else None,
+                                         reduce_dtype=ctx.reduction.dtype)
         offload = CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu else OffloadPolicy()
         options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
         for unit in group_units(block_runs(model), ctx.unit_elements):

@@ -67,16 +67,21 @@ class Sharded(Strategy):
             # Every rank reduces every bucket: whether a parameter got a gradient is a local fact (a branch one
             # rank did not take), and skipping on local facts would pair up different collectives across ranks.
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
-            packed = torch.empty(self.world * bucket.segment, dtype=torch.float32, device=device)
-            mine = reduce_to_shard(bucket.pack(grads, self.world, packed), bucket.segment, self.rank, self.world)
-            mine.div_(self.world)  # DeepSpeed averages gradients over data-parallel ranks
+            reduction = self.ctx.reduction
+            packed = torch.empty(self.world * bucket.segment, dtype=reduction.dtype, device=device)
+            bucket.pack(grads, self.world, packed)
+            if reduction.pre_factor != 1:
+                packed.div_(reduction.pre_factor)
+            mine = reduce_to_shard(packed, bucket.segment, self.rank, self.world)
+            if reduction.post_factor != 1:
+                mine.div_(reduction.post_factor)
             offset = 0
             for i, param in enumerate(bucket.params):
                 n = bucket.numel_of(i, self.rank)
                 piece = mine[offset : offset + n].view_as(self.masters[param])
                 offset += n
-                # Reduced in fp32, kept in the parameters' dtype (DeepSpeed's grad_accum_dtype default): a shard
-                # of half gradients is what ZeRO-2's 2Ψ/N accounts for.
+                # Reduced in fp32 (unless configured otherwise), kept in the parameters' dtype (DeepSpeed's
+                # grad_accum_dtype default): a shard of half gradients is what ZeRO-2's 2Ψ/N accounts for.
                 if self.accumulated[param] is None:
                     self.accumulated[param] = piece.to(param.dtype, copy=True)
                 else:
