@@ -27,10 +27,10 @@ class _EngineTrainer:
 class DsrunTrainer(_EngineTrainer):
     name = "dsrun"
 
-    def __init__(self, model: nn.Module, stage: int, precision: str):
+    def __init__(self, model: nn.Module, stage: int, precision: str, communication_data_type: str | None = None):
         import dsrun
 
-        engine, _, _, _ = dsrun.initialize(model=model, config=ds_config(stage, precision))
+        engine, _, _, _ = dsrun.initialize(model=model, config=ds_config(stage, precision, communication_data_type))
         super().__init__(engine)
 
     # The engine counts its own model state during the update; the benchmark only switches it on and reads it.
@@ -52,11 +52,11 @@ class DeepSpeedTrainer(_EngineTrainer):
 
     name = "deepspeed"
 
-    def __init__(self, model: nn.Module, stage: int, precision: str):
+    def __init__(self, model: nn.Module, stage: int, precision: str, communication_data_type: str | None = None):
         import deepspeed
 
         engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=model.parameters(),
-                                               config=ds_config(stage, precision))
+                                               config=ds_config(stage, precision, communication_data_type))
         super().__init__(engine)
         self.track_model_state = False
         self.model_state = None

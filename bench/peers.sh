@@ -44,4 +44,4 @@ for builder in (ShareMemCommBuilder(), FusedAdamBuilder()):
     builder.load(verbose=False)
 EOF
 
-exec "$PY" bench/run.py --only train-step memory "$@"
+exec "$PY" bench/run.py --only train-step train-step-bf16-sum memory "$@"

@@ -99,7 +99,7 @@ def plan_scale_table(result: dict) -> list[str]:
 
 
 TABLES = {"launch": launch_table, "plan-scale": plan_scale_table, "train-step": train_step_table,
-          "memory": memory_table, "checkpoint": checkpoint_table}
+          "train-step-bf16-sum": train_step_table, "memory": memory_table, "checkpoint": checkpoint_table}
 
 
 def results_markdown(latest: dict[str, tuple[Path, dict]]) -> str:

@@ -59,6 +59,13 @@ def train_step_table(result: dict) -> list[str]:
         f"{first_last[0]:.3f} to {first_last[1]:.3f})."
         + (f" DeepSpeed {facts['deepspeed']}." if "deepspeed" in facts else ""),
     ]
+    if result.get("communication_data_type"):
+        lines.append(f"Gradient sums: dsrun and DeepSpeed both in {result['communication_data_type']}"
+                     " (`communication_data_type` in their config); hand-written DDP in bf16 (z0-z1), FSDP2 in fp32"
+                     " (z2-z3).")
+    else:
+        lines.append("Gradient sums, each implementation's default: dsrun in fp32; DeepSpeed in the training dtype;"
+                     " hand-written DDP in the training dtype (z0-z1), FSDP2 in fp32 (z2-z3).")
     if not peers:
         lines.append("DeepSpeed was not installed in this run's interpreter: `make bench-peers` adds it.")
     for error in result.get("deepspeed_errors", []):

@@ -27,6 +27,7 @@ from bench.timing import BenchError  # noqa: E402
 BENCHMARKS = {
     launch.NAME: lambda reps, repo, quick: launch.run(reps, repo),
     train_step.NAME: train_step.run,
+    train_step.BF16_SUM_NAME: lambda reps, repo, quick: train_step.run(reps, repo, quick, "bf16"),
     memory.NAME: memory.run,
     plan_scale.NAME: lambda reps, repo, quick: plan_scale.run(reps, repo),
     checkpoint_io.NAME: checkpoint_io.run,

@@ -24,10 +24,11 @@ def adamw_options() -> dict:
     return {"lr": LR, "betas": BETAS, "eps": EPS, "weight_decay": WEIGHT_DECAY}
 
 
-def ds_config(stage: int, precision: str) -> dict:
-    """The one config dsrun.initialize and deepspeed.initialize are given."""
+def ds_config(stage: int, precision: str, communication_data_type: str | None = None) -> dict:
+    """The one config dsrun.initialize and deepspeed.initialize are given. Without communication_data_type each
+    sums gradients in its own default dtype: dsrun in fp32, DeepSpeed in the training dtype."""
     options = adamw_options()
-    return {
+    config = {
         "train_micro_batch_size_per_gpu": MICRO_BATCH,
         "gradient_accumulation_steps": ACCUMULATION,
         "optimizer": {"type": "AdamW", "params": {**options, "betas": list(options["betas"])}},
@@ -38,3 +39,6 @@ def ds_config(stage: int, precision: str) -> dict:
         "steps_per_print": 1_000_000,
         "wall_clock_breakdown": False,
     }
+    if communication_data_type:
+        config["communication_data_type"] = communication_data_type
+    return config

@@ -16,11 +16,14 @@ from bench import workers
 from bench.stats import paired_ratios, summary
 
 NAME = "train-step"
+BF16_SUM_NAME = "train-step-bf16-sum"
 GOAL_VS_HAND = 1.03  # dsrun / hand-written, median of the per-repetition ratios
 GOAL_VS_DEEPSPEED = 1.0  # dsrun / DeepSpeed: below this
 
 
-def run(reps: int, repo: Path, quick: bool = False) -> dict:
+def run(reps: int, repo: Path, quick: bool = False, communication_data_type: str | None = None) -> dict:
+    """With communication_data_type, only bf16 training is measured, dsrun and DeepSpeed both summing gradients in
+    that dtype (by default dsrun sums in fp32 and DeepSpeed in bf16)."""
     with_deepspeed = workers.deepspeed_available()
     if not with_deepspeed:
         print(f"  train-step: DeepSpeed is not installed for {sys.executable}: dsrun vs hand-written only; "
@@ -29,6 +32,8 @@ def run(reps: int, repo: Path, quick: bool = False) -> dict:
     steps_per_rep, warmup = (1, 1) if quick else (2, 2)
     worker_args = ["--mode", "time", "--reps", str(reps), "--steps-per-rep", str(steps_per_rep),
                    "--warmup", str(warmup), "--impls", *impls]
+    if communication_data_type:
+        worker_args += ["--communication-data-type", communication_data_type, "--precisions", "bf16"]
     result = workers.run_worker(worker_args, with_deepspeed, repo)
     ranks = result["ranks"]
     configs = ranks[0]["configs"]
@@ -39,6 +44,7 @@ def run(reps: int, repo: Path, quick: bool = False) -> dict:
     return {
         "impls": impls,
         "with_deepspeed": with_deepspeed,
+        "communication_data_type": communication_data_type,
         "deepspeed_errors": sorted({e for c in configs for e in c["errors"].values()}),
         "steps_per_rep": steps_per_rep,
         "warmup_steps": warmup,

@@ -36,16 +36,17 @@ from bench.models import GPTConfig, TokenBatches, build_model, parameter_count  
 from bench.train_setup import ACCUMULATION, MICRO_BATCH, SEED  # noqa: E402
 
 
-def make_trainer(impl: str, stage: int, precision: str):
+def make_trainer(impl: str, stage: int, precision: str, communication_data_type: str | None = None):
+    """`communication_data_type` goes into the config dsrun and DeepSpeed read; the hand-written loops keep theirs."""
     model = build_model(GPTConfig(), seed=SEED)
     if impl == "dsrun":
         from bench.engines import DsrunTrainer
 
-        return DsrunTrainer(model, stage, precision)
+        return DsrunTrainer(model, stage, precision, communication_data_type)
     if impl == "deepspeed":
         from bench.engines import DeepSpeedTrainer
 
-        return DeepSpeedTrainer(model, stage, precision)
+        return DeepSpeedTrainer(model, stage, precision, communication_data_type)
     from bench.hand_written import hand_trainer
 
     return hand_trainer(model, stage, precision)
@@ -105,7 +106,7 @@ def time_config(args, stage: int, precision: str, batches: TokenBatches, rank: i
     errors: dict[str, str] = {}
     for impl in args.impls:
         try:
-            runners[impl] = Runner(make_trainer(impl, stage, precision), batches, rank)
+            runners[impl] = Runner(make_trainer(impl, stage, precision, args.communication_data_type), batches, rank)
         except Exception as err:  # noqa: BLE001 - a peer that cannot run is reported, the others still measured
             if impl != "deepspeed":
                 raise
@@ -153,7 +154,7 @@ def memory_config(args, batches: TokenBatches, rank: int) -> dict:
     else:
         import dsrun  # noqa: F401
     base = rss_bytes()
-    trainer = make_trainer(impl, stage, precision)
+    trainer = make_trainer(impl, stage, precision, args.communication_data_type)
     runner = Runner(trainer, batches, rank)
     runner.run(args.warmup)
     trainer.track_model_state = impl != "deepspeed"
@@ -174,6 +175,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--stages", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     parser.add_argument("--impls", nargs="+", default=["dsrun", "hand"])
+    parser.add_argument("--communication-data-type", choices=("fp32", "bf16", "fp16"), default=None,
+                        help="set in the config of dsrun and DeepSpeed (default: each one's own)")
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--steps-per-rep", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=2)
