@@ -16,6 +16,9 @@ import threading
 import time
 
 import dsrun
+from dsrun.errors import UsageError
+from dsrun.launcher.devices import usable_cores
+from dsrun.launcher.host_cores import fit_to_host
 from dsrun.launcher.netif import socket_ifname_env
 from dsrun.launcher.nodejob import PROTOCOL, LineReader, NodeJob, event_line, parse_jobs
 from dsrun.launcher.spawn import FORWARDED_SIGNALS, Supervisor
@@ -68,9 +71,14 @@ def _pick(jobs: list[NodeJob], slurm: bool) -> NodeJob:
 
 def run(job: NodeJob, reader: LineReader) -> int:
     ifname_env, ifname_note = socket_ifname_env(job.master_addr, {**os.environ, **job.env})
-    _emit("node", node_rank=job.node_rank, host=job.host, ranks=[r.rank for r in job.ranks], interface=ifname_note)
+    try:
+        ranks = fit_to_host(job.ranks, usable_cores(), {**os.environ, **job.env},
+                            blocks_from_cores=job.blocks_from_cores)
+    except UsageError as err:
+        raise SystemExit(f"dsrun agent on {job.host}: {err}") from None
+    _emit("node", node_rank=job.node_rank, host=job.host, ranks=[r.rank for r in ranks], interface=ifname_note)
     supervisor = Supervisor(
-        job.ranks,
+        ranks,
         shutdown_timeout=job.shutdown_timeout,
         console=True,
         base_env={**os.environ, **job.env, **ifname_env},
@@ -85,7 +93,7 @@ def run(job: NodeJob, reader: LineReader) -> int:
         failed = {
             "rank": failure.rank,
             "returncode": failure.returncode,
-            "command": next(r.command for r in job.ranks if r.rank == failure.rank),
+            "command": next(r.command for r in ranks if r.rank == failure.rank),
             "tail": list(supervisor.output.tails.get(failure.rank, [])),
         }
     _emit("done", node_rank=job.node_rank, code=outcome.exit_code, failure=failed, signal=outcome.signal)

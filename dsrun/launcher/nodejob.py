@@ -29,6 +29,7 @@ class NodeJob:
     env: dict[str, str]  # added to the host's own environment (exported variables, env files)
     master_addr: str  # the agent picks its socket interface by the route to it
     shutdown_timeout: float
+    blocks_from_cores: bool = True  # when binding, the agent splits its host's cores into the ranks' blocks
 
     @classmethod
     def from_dict(cls, data: dict) -> NodeJob:
@@ -39,6 +40,7 @@ class NodeJob:
             env={str(k): str(v) for k, v in data["env"].items()},
             master_addr=str(data["master_addr"]),
             shutdown_timeout=float(data["shutdown_timeout"]),
+            blocks_from_cores=bool(data.get("blocks_from_cores", True)),
         )
 
 
@@ -100,6 +102,7 @@ class LineReader:
 def jobs_for(plan: WorldPlan, env: dict[str, str], shutdown_timeout: float) -> list[NodeJob]:
     """One job per node of the plan, each with the same shipped environment."""
     return [
-        NodeJob(node.node_rank, node.host, plan.ranks_on(node.node_rank), env, plan.master_addr, shutdown_timeout)
+        NodeJob(node.node_rank, node.host, plan.ranks_on(node.node_rank), env, plan.master_addr, shutdown_timeout,
+                plan.blocks_from_cores)
         for node in plan.nodes
     ]

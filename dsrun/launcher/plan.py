@@ -65,6 +65,9 @@ class WorldPlan:
     batch: BatchMath | None
     notes: list[str] = field(default_factory=list)
     remote: RemoteSetup | None = None  # how hosts are reached, for the "ssh" and "slurm" launchers
+    # Whether the core blocks came from this machine's cores (not from --bind_core_list): a node agent on another
+    # host then splits its own cores instead.
+    blocks_from_cores: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies every value and was 90% of a 8192-rank dry run.
@@ -81,6 +84,7 @@ class WorldPlan:
             "batch": self.batch.to_dict() if self.batch else None,
             "notes": self.notes,
             "remote": asdict(self.remote) if self.remote else None,
+            "blocks_from_cores": self.blocks_from_cores,
         }
 
     def ranks_on(self, node_rank: int) -> list[RankPlan]:
@@ -123,6 +127,7 @@ def build_plan(
     master_port: int,
     launcher: str,
     cores: list[int],
+    cores_named: bool = False,
     user_env: dict[str, str],
     config_path: str | None = None,
     batch: BatchMath | None = None,
@@ -130,8 +135,9 @@ def build_plan(
 ) -> WorldPlan:
     """Number the ranks host by host in pool order, slot by slot, and give each its env and command.
 
-    `cores` are the CPU ids one node's workers share (binding blocks, OMP_NUM_THREADS); remote hosts are
-    assumed to look like this one until their node agent says otherwise.
+    `cores` are the CPU ids one node's workers share (binding blocks, OMP_NUM_THREADS): this machine's usable cores,
+    or the ones --bind_core_list named (`cores_named`). Remote hosts are planned as if they had the same cores; their
+    node agent redoes the split with its own (see host_cores.py).
     """
     from dsrun.launcher.cores import split_cores
 
@@ -195,6 +201,7 @@ def build_plan(
         config_path=config_path,
         batch=batch,
         notes=notes,
+        blocks_from_cores=not cores_named,
     )
 
 

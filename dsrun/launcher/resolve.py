@@ -177,6 +177,11 @@ def plan_launch(opts: LaunchOptions) -> WorldPlan:
         notes.append(f"{', '.join(stray)} after the script go(es) to the script, not to dsrun: put dsrun flags first")
     world_size = sum(len(s) for s in world.values())
     config_path, batch = _config(opts, world_size, notes)
+    if launcher != "local":
+        blocks = " and core blocks" if opts.bind_cores_to_rank and not opts.bind_core_list else ""
+        notes.append(f"OMP_NUM_THREADS{blocks}: each host's agent derives them from its own cores (a host's own"
+                     f" OMP_NUM_THREADS, from its environment or an env file, is kept); the values shown come from"
+                     f" this machine's {len(cores)}")
     spec = LaunchSpec(
         script=opts.script,
         script_args=list(opts.script_args),
@@ -194,6 +199,7 @@ def plan_launch(opts: LaunchOptions) -> WorldPlan:
         master_port=master_port,
         launcher=launcher,
         cores=cores,
+        cores_named=bool(opts.bind_core_list),
         user_env=dict(os.environ),
         config_path=config_path,
         batch=batch,

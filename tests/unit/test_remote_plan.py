@@ -85,6 +85,19 @@ def test_dry_run_json_shows_hosts_from_ssh_config(ssh_home, capsys, monkeypatch)
     assert remote["agent_command"].endswith(f"exec {shlex.quote(sys.executable)} -m dsrun.launcher.node")
     assert {"NCCL_DEBUG", "SECRET_TOKEN"} <= set(remote["env_names"])
     assert "hunter2" not in out  # names of shipped variables are shown, never their values
+    assert plan["blocks_from_cores"]
+    assert any(n.startswith("OMP_NUM_THREADS: each host's agent derives them from its own cores")
+               for n in plan["notes"])
+
+
+def test_named_cores_are_not_rederived_on_the_hosts(ssh_home, capsys):
+    code, out, err = dry(capsys, "--json", "-H", "hosts", "--bind_cores_to_rank", "--bind_core_list", "0-3", "train.py")
+    assert code == 0, err
+    plan = json.loads(out)
+    assert not plan["blocks_from_cores"] and [r["cores"] for r in plan["ranks"][:2]] == [[0, 1], [2, 3]]
+    code, out, err = dry(capsys, "--json", "-H", "hosts", "--bind_cores_to_rank", "train.py")
+    assert json.loads(out)["blocks_from_cores"]
+    assert any(n.startswith("OMP_NUM_THREADS and core blocks: each host's agent") for n in json.loads(out)["notes"])
 
 
 def test_dry_run_text_names_each_host_and_the_remote_command(ssh_home, capsys):
