@@ -51,11 +51,10 @@ def test_every_stage_matches_the_plain_loop(world, clip):
 
 def test_ranks_using_different_branches_still_average_exactly():
     """A parameter unused on one rank (DeepSpeed's ignore_unused_parameters default) neither crashes DDP (stages 0-1)
-    nor pairs up different collectives across ranks (stage 2); stage 3 refuses instead of averaging wrongly."""
+    nor pairs up different collectives across ranks (stage 2, and stage 3 where FSDP2 zero-fills it)."""
     worker = str(Path(__file__).with_name("unused_params_worker.py"))
     result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", worker],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     diffs = json.loads(next(line for line in result.stdout.splitlines() if "RESULTS " in line).split("RESULTS ")[1])
-    assert all(diffs[stage] <= TOLERANCE for stage in ("0", "1", "2")), diffs
-    assert "ranks computed gradients for different parameters" in diffs["3"], diffs["3"]
+    assert all(diffs[stage] <= TOLERANCE for stage in ("0", "1", "2", "3")), diffs

@@ -93,6 +93,13 @@ class FullySharded(Strategy):
         for unit in group_units(block_runs(model), ctx.unit_elements):
             fully_shard(unit if len(unit) > 1 else unit[0], **options)
         fully_shard(model, **options)
+        # A parameter a rank's forward left unused still joins its unit's reduce-scatter, with a zero gradient: ranks
+        # that took different branches then pair up the same collectives and average exactly, as DDP's
+        # find_unused_parameters and stages 1-2 do. FSDP2 without this switch reduces only parameters that have
+        # gradients; then after_backward checks that the ranks agree.
+        self._zero_fills_unused = hasattr(model, "set_reduce_scatter_unused_params")
+        if self._zero_fills_unused:
+            model.set_reduce_scatter_unused_params(True)
         self.module = model
         self.device = placement.device
         self._grads_before: list = []
@@ -101,16 +108,17 @@ class FullySharded(Strategy):
         self.masters = {p: sharded[names[id(p)]] for p in originals}
 
     def before_forward(self, boundary: bool) -> None:
-        self._grads_before = [_grad_mark(m) for m in self.masters.values()]
+        if not self._zero_fills_unused:
+            self._grads_before = [_grad_mark(m) for m in self.masters.values()]
 
     def after_backward(self, boundary: bool) -> None:
-        """Refuse a backward in which ranks produced gradients for different parameters.
-
-        FSDP2 reduce-scatters only the parameters that have a gradient, so such ranks paired up different tensors
-        and the reduced gradients are wrong. Stopping before the optimizer step keeps the weights intact.
+        """Without zero-filled unused parameters: refuse a backward in which ranks produced gradients for different
+        parameters. FSDP2 then reduce-scatters only the parameters that have a gradient, so such ranks paired up
+        different tensors and the reduced gradients are wrong. Stopping before the optimizer step keeps the weights
+        intact.
         """
         world = dist.get_world_size()
-        if world == 1:
+        if world == 1 or self._zero_fills_unused:
             return
         got = [_grad_mark(m) != before for m, before in zip(self.masters.values(), self._grads_before, strict=True)]
         counts = torch.tensor(got, dtype=torch.int32, device=self.device)
