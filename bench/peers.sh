@@ -22,7 +22,7 @@ if [ ! -f "$PEERS/.installed" ] || [ pyproject.toml -nt "$PEERS/.installed" ]; t
   echo "bench-peers: installing torch 2.13.0 + deepspeed into $PEERS" >&2
   "$PYTHON" -m venv "$PEERS" || fail "could not create the venv $PEERS with $PYTHON"
   # torch pinned as in requirements-dev.txt: an unpinned torch would pull a several-GB CUDA build.
-  if ! "$PY" -m pip install --quiet torch==2.13.0 deepspeed psutil -e . >"$PEERS/install.log" 2>&1; then
+  if ! "$PY" -m pip install --quiet torch==2.13.0 deepspeed psutil matplotlib -e . >"$PEERS/install.log" 2>&1; then
     tail -n 20 "$PEERS/install.log" >&2
     fail "pip could not install DeepSpeed (log above, all of it in $PEERS/install.log)"
   fi

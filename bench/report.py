@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bench.checkpoint_io import table as checkpoint_table
+from bench.plots import png_path
 from bench.report_training import memory_table, train_step_table
 
 START = "<!-- results:start -->"
@@ -102,7 +103,8 @@ TABLES = {"launch": launch_table, "plan-scale": plan_scale_table, "train-step": 
           "train-step-bf16-sum": train_step_table, "memory": memory_table, "checkpoint": checkpoint_table}
 
 
-def results_markdown(latest: dict[str, tuple[Path, dict]]) -> str:
+def results_markdown(latest: dict[str, tuple[Path, dict]], readme_dir: Path) -> str:
+    """The tables of the newest runs; a run's figure (plots.py), when it exists, is linked relative to the README."""
     lines: list[str] = []
     for name, table in TABLES.items():
         for section in (name, f"{name} (with DeepSpeed)"):
@@ -110,6 +112,9 @@ def results_markdown(latest: dict[str, tuple[Path, dict]]) -> str:
                 continue
             path, run = latest[section]
             lines += [f"### {section}", "", _source(path, run), "", *table(run["benchmarks"][name]), ""]
+            figure = png_path(path, name)
+            if figure.is_file():
+                lines += [f"![{section}]({os.path.relpath(figure, readme_dir)})", ""]
     lines.append("Figures: median (min–max) over the repetitions of one run; ratios are per A/B pair of that run.")
     return "\n".join(lines)
 

@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import checkpoint_io, launch, memory, plan_scale, report, train_step  # noqa: E402
+from bench import checkpoint_io, launch, memory, plan_scale, plots, report, train_step  # noqa: E402
 from bench.timing import BenchError  # noqa: E402
 
 # Each takes (reps, repo, quick). The training benchmarks shorten themselves under --quick; the launcher ones
@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     run["seconds"] = (dt.datetime.now(dt.UTC) - started).total_seconds()
 
     path = report.write_run(run, args.out, started.strftime("%Y%m%dT%H%M%SZ"))
-    markdown = report.results_markdown(report.latest_per_benchmark(args.out))
+    plots.write_plots(run, path)
+    markdown = report.results_markdown(report.latest_per_benchmark(args.out), args.readme.parent)
     report.update_readme(args.readme, markdown)
     print(markdown)
     print(f"\nresults: {path}\ntable:   {args.readme}", file=sys.stderr)

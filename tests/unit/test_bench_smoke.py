@@ -43,6 +43,8 @@ def test_quick_plan_scale_run_writes_json_and_table(tmp_path: Path) -> None:
     table = text.split("<!-- results:start -->")[1].split("<!-- results:end -->")[0]
     assert "### plan-scale" in table and "| 1024 × 8 | 8192 |" in table
     assert "### launch" not in table
+    [figure] = out.glob("*-plan-scale.png")  # the figure beside the JSON, linked from the table
+    assert figure.read_bytes().startswith(b"\x89PNG") and f"![plan-scale](results/{figure.name})" in table
     assert not list(out.glob("*.tmp"))
 
 
@@ -83,5 +85,5 @@ def test_runs_with_deepspeed_keep_their_own_section(tmp_path: Path) -> None:
         run = {"date": f"2026-01-01T00:00:0{stamp == 'b'}", "reps": 1, "machine": machine,
                "benchmarks": {"memory": result(with_deepspeed)}}
         report.write_run(run, tmp_path, stamp)
-    markdown = report.results_markdown(report.latest_per_benchmark(tmp_path))
+    markdown = report.results_markdown(report.latest_per_benchmark(tmp_path), tmp_path)
     assert "### memory\n" in markdown and "### memory (with DeepSpeed)\n" in markdown
