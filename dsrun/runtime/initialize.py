@@ -119,7 +119,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         unit_elements=int(zero.prefetch_bucket_size),
         ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
         offload_cpu=offload,
-        reduction=grad_reduction(cfg, placement.world_size),
+        reduction=grad_reduction(cfg, placement.world_size, precision.param_dtype, zero.stage),
         find_unused_parameters=not isinstance(section, dict) or section.get("ignore_unused_parameters") is not False,
     )
 

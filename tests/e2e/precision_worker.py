@@ -2,6 +2,8 @@
 
     precision_worker.py train   -> per (precision, stage): losses, finite and falling
     precision_worker.py overflow STAGE -> rank 1's gradients become inf at the 2nd update: every rank must skip it
+    precision_worker.py sums  -> bf16 stages 0-1, gradients summed by default and with communication_data_type fp32:
+                                 losses, gradient norms and final weights
 """
 
 import json
@@ -65,8 +67,30 @@ def overflow(stage):
     return record
 
 
+def sums():
+    """Each rank trains on its own data, so the two ranks' gradients differ and their sum is rounded for real."""
+    results = {}
+    for stage, comm in ((0, None), (0, "fp32"), (1, None), (1, "fp32"), (2, "bf16"), (2, "fp32")):
+        extra = {"communication_data_type": comm} if comm else {}
+        if stage == 2:  # its shards accumulate each micro-step's sum, where the sum's dtype does show
+            extra["gradient_accumulation_steps"] = 2
+        engine, *_ = dsrun.initialize(model=model(), config={**config(stage, "bf16"), **extra})
+        losses, norms = [], []
+        for step in range(8):
+            x, y = batch(100 * step + engine.global_rank)
+            loss = nn.functional.mse_loss(engine(x).float(), y)
+            engine.backward(loss)
+            engine.step()
+            losses.append(loss.item())
+            norms.append(engine.get_global_grad_norm())
+        weights = [v for p in engine.module.parameters() for v in p.detach().float().flatten().tolist()]
+        results[f"z{stage} {comm or 'default'}"] = {"losses": losses, "norms": norms, "weights": weights}
+    return results
+
+
 if __name__ == "__main__":
-    result = train() if sys.argv[1] == "train" else overflow(int(sys.argv[2]))
+    modes = {"train": train, "sums": sums}
+    result = modes[sys.argv[1]]() if sys.argv[1] in modes else overflow(int(sys.argv[2]))
     import torch.distributed as dist
 
     print(f"RESULTS {dist.get_rank()} " + json.dumps(result), flush=True)

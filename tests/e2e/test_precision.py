@@ -35,6 +35,16 @@ def test_half_precision_trains_at_every_stage():
         assert r["skipped"] == 0 if r["precision"] == "bf16" else r["skipped"] <= 3, r
 
 
+def test_two_ranks_sum_bf16_gradients_in_bf16_with_the_same_bits_as_in_fp32():
+    """At stages 0-1 with 2 ranks dsrun sums bf16 gradients in bf16 (half the bytes): each element is rounded once
+    either way, so weights and norms must match the fp32 sum exactly. Stage 2 adds each micro-step's sum to its
+    shards, where a bf16 sum does differ: the ranks' gradients here are different enough to show it."""
+    runs = run("sums")[0]
+    for stage in (0, 1):
+        assert runs[f"z{stage} default"] == runs[f"z{stage} fp32"], stage
+    assert runs["z2 bf16"]["weights"] != runs["z2 fp32"]["weights"]
+
+
 @pytest.mark.parametrize("stage", [0, 2])
 def test_overflow_on_one_rank_skips_the_step_on_all_ranks(stage):
     per_rank = run("overflow", str(stage))

@@ -5,6 +5,7 @@ DeepSpeed's semantics: the sum runs in communication_data_type; with prescale_gr
 world size before the sum, otherwise by gradient_predivide_factor before and by world / factor after. dsrun sums in
 fp32 unless communication_data_type says otherwise (DeepSpeed's default is the training dtype), so half-precision
 gradients lose nothing in the sum; a half-precision sum moves half the bytes, and the pre-division keeps it in range.
+The one exception is the case where a bf16 sum gives exactly the fp32 sum's result (see grad_reduction).
 """
 
 from __future__ import annotations
@@ -29,9 +30,21 @@ class GradReduction:
         return self.world / self.pre_factor
 
 
-def grad_reduction(cfg, world: int) -> GradReduction:
-    dtype = DTYPES[cfg.communication_data_type] if cfg.communication_data_type else torch.float32
+def grad_reduction(cfg, world: int, grad_dtype: torch.dtype, stage: int) -> GradReduction:
+    """`grad_dtype`: the dtype of the gradients the strategy reduces (the module's parameters' dtype)."""
     pre = float(world) if cfg.prescale_gradients else float(cfg.gradient_predivide_factor)
+    if cfg.communication_data_type:
+        dtype = DTYPES[cfg.communication_data_type]
+    elif world == 2 and grad_dtype == torch.bfloat16 and stage in (0, 1) and pre == 1:
+        # Two ranks: each element of the sum is one addition, and DDP writes it back into the bf16 gradients, so it
+        # is rounded once either way (the fp32 sum of two bf16 values is exact, or the smaller one is below half
+        # a bf16 step of the larger); a bf16 sum gives the same bits (subnormals aside; halving is exact) with half
+        # the bytes. Not with more ranks (each partial sum would be rounded), not for fp16 (a + b may overflow
+        # where (a + b) / 2 does not), not at stage 2 (it adds each micro-step's sum to its fp32-rounded shard),
+        # not at stage 3 (FSDP2 keeps the reduced gradients in the reduce dtype).
+        dtype = torch.bfloat16
+    else:
+        dtype = torch.float32
     return GradReduction(dtype=dtype, pre_factor=pre, world=world)
 
 
@@ -48,6 +61,8 @@ def ddp_averaging_hook(reduction: GradReduction, bucket):
         total = fut.value()[0]
         if reduction.post_factor != 1:
             total.div_(reduction.post_factor)
-        return total if total is buffer else buffer.copy_(total)
+        if total.data_ptr() != buffer.data_ptr():  # summed in its own dtype: back into the bucket
+            buffer.copy_(total)
+        return buffer
 
     return future.then(finish)
