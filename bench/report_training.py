@@ -64,8 +64,9 @@ def train_step_table(result: dict) -> list[str]:
                      " (`communication_data_type` in their config); hand-written DDP in bf16 (z0-z1), FSDP2 in fp32"
                      " (z2-z3).")
     else:
-        lines.append("Gradient sums, each implementation's default: dsrun in fp32; DeepSpeed in the training dtype;"
-                     " hand-written DDP in the training dtype (z0-z1), FSDP2 in fp32 (z2-z3).")
+        lines.append("Gradient sums, each implementation's default: dsrun in fp32 (bf16 rows at z0-z1 with 2 ranks:"
+                     " in bf16, which gives the fp32 sum's bits); DeepSpeed in the training dtype; hand-written DDP"
+                     " in the training dtype (z0-z1), FSDP2 in fp32 (z2-z3).")
     if not peers:
         lines.append("DeepSpeed was not installed in this run's interpreter: `make bench-peers` adds it.")
     for error in result.get("deepspeed_errors", []):
