@@ -98,8 +98,8 @@ def _parse(raw: Mapping[str, Any], source: str) -> RunConfig:
     zero = build_zero(clean.get("zero_optimization", {}), notes)
     if zero.stage == 3 and (clean.get("prescale_gradients") or clean.get("gradient_predivide_factor", 1.0) != 1.0):
         notes.append("prescale_gradients / gradient_predivide_factor are accepted but dsrun does not act on them at"
-                     " ZeRO stage 3: FSDP2 splits the averaging itself (half precision: about sqrt(world) before the"
-                     " sum, the rest after; otherwise all after)")
+                     " ZeRO stage 3: FSDP2 averages in the collective itself (with communication_data_type fp16 it"
+                     " divides by about sqrt(world) before the sum and the rest after)")
     config = RunConfig(
         raw=raw,
         source=source,

@@ -146,7 +146,8 @@ def build_plan(
     nodes: list[NodePlan] = []
     ranks: list[RankPlan] = []
     keep_omp = "OMP_NUM_THREADS" in user_env
-    if keep_omp:
+    # srun passes the launcher's environment on; over SSH only exported names travel (the agents say what they do).
+    if keep_omp and launcher != "ssh":
         notes.append(f"OMP_NUM_THREADS={user_env['OMP_NUM_THREADS']} is kept from your environment")
     for node_rank, (host, slots) in enumerate(world.items()):
         local_size = len(slots)

@@ -58,3 +58,4 @@ def test_ranks_using_different_branches_still_average_exactly():
     assert result.returncode == 0, result.stderr[-3000:]
     diffs = json.loads(next(line for line in result.stdout.splitlines() if "RESULTS " in line).split("RESULTS ")[1])
     assert all(diffs[stage] <= TOLERANCE for stage in ("0", "1", "2", "3")), diffs
+    assert "ZeRO stage 3: ranks ran different blocks" in diffs["3 skipping"], diffs["3 skipping"]

@@ -1,5 +1,6 @@
 """Under dsrun with 2 ranks: each rank's forward uses a different branch of the model (the other branch gets no
-gradient there). Every stage must still average gradients exactly (prints max |engine - reference| per stage)."""
+gradient there). Every stage must still average gradients exactly (prints max |engine - reference| per stage).
+Ranks that skip different blocks at stage 3 must be refused: their FSDP units' collectives do not pair up."""
 
 import json
 
@@ -19,6 +20,33 @@ class TwoBranches(nn.Module):
     def forward(self, x, branch):
         h = torch.tanh(self.trunk(x))
         return self.a(h) if branch == 0 else self.b(h)
+
+
+class SkippingStack(nn.Module):
+    """Four 72-element blocks; each rank skips a different one (LayerDrop drawn per rank)."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = nn.ModuleList(nn.Linear(8, 8) for _ in range(4))
+
+    def forward(self, x, skip):
+        for i, block in enumerate(self.blocks):
+            if i != skip:
+                x = x + torch.tanh(block(x))
+        return x.sum(dim=1, keepdim=True)
+
+
+def refusal_when_ranks_skip_different_blocks():
+    torch.manual_seed(0)
+    config = {"train_micro_batch_size_per_gpu": 3, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+              "zero_optimization": {"stage": 3, "stage3_prefetch_bucket_size": 150}}  # units of 2 + 2 blocks
+    engine, *_ = dsrun.initialize(model=SkippingStack(), config=config)
+    x = torch.randn(3, 8, generator=torch.Generator().manual_seed(engine.global_rank))
+    try:
+        engine.backward(engine(x, 1 + engine.global_rank).pow(2).mean())
+    except RuntimeError as err:
+        return str(err)
+    return "no error"
 
 
 def data(rank, step):
@@ -54,6 +82,7 @@ def main():
                  for k, v in engine.module.state_dict().items()}
         expected = reference(steps)
         diffs[stage] = max((state[k].float() - expected[k]).abs().max().item() for k in expected)
+    diffs["3 skipping"] = refusal_when_ranks_skip_different_blocks()
     if engine.global_rank == 0:
         print("RESULTS " + json.dumps(diffs), flush=True)
 

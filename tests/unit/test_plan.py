@@ -13,14 +13,14 @@ def spec(**kwargs):
     return LaunchSpec(script="train.py", script_args=["--lr", "1 2"], python="/py", **kwargs)
 
 
-def plan(world, devices=CPU, cores=(0, 1, 2, 3), user_env=None, **spec_kwargs):
+def plan(world, devices=CPU, cores=(0, 1, 2, 3), user_env=None, launcher="ssh", **spec_kwargs):
     return build_plan(
         spec(**spec_kwargs),
         world,
         devices,
         master_addr="10.0.0.1",
         master_port=1234,
-        launcher="ssh",
+        launcher=launcher,
         cores=list(cores),
         user_env=user_env or {},
         config_path="/abs/ds.json",
@@ -55,9 +55,12 @@ def test_gpu_nodes_see_all_their_selected_slots():
 def test_omp_threads_split_cores_unless_user_set():
     assert plan({"a": [0, 1]}).ranks[0].env["OMP_NUM_THREADS"] == "2"
     assert plan({"a": [0, 1, 2, 3, 4, 5]}).ranks[0].env["OMP_NUM_THREADS"] == "1"
-    p = plan({"a": [0, 1]}, user_env={"OMP_NUM_THREADS": "7"})
+    p = plan({"a": [0, 1]}, user_env={"OMP_NUM_THREADS": "7"}, launcher="local")
     assert "OMP_NUM_THREADS" not in p.ranks[0].env
     assert any("OMP_NUM_THREADS=7" in note for note in p.notes)
+    # Over SSH the launcher's variable does not travel (each host's agent decides): no "kept" note.
+    p = plan({"a": [0, 1]}, user_env={"OMP_NUM_THREADS": "7"})
+    assert "OMP_NUM_THREADS" not in p.ranks[0].env and not any("OMP_NUM_THREADS=7" in n for n in p.notes)
 
 
 def test_core_binding_blocks():

@@ -213,8 +213,9 @@ def test_communication_data_type_and_the_stage_3_scaling_note():
     assert parse_run_config({}).communication_data_type is None
     stage3 = parse_run_config({"prescale_gradients": True, "zero_optimization": {"stage": 3}})
     assert stage3.warnings == ("prescale_gradients / gradient_predivide_factor are accepted but dsrun does not act on"
-                               " them at ZeRO stage 3: FSDP2 splits the averaging itself (half precision: about"
-                               " sqrt(world) before the sum, the rest after; otherwise all after)",)
+                               " them at ZeRO stage 3: FSDP2 averages in the collective itself (with"
+                               " communication_data_type fp16 it divides by about sqrt(world) before the sum and the"
+                               " rest after)",)
 
 
 def test_removed_deepspeed_sections_load_with_a_warning():

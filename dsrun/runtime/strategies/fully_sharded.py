@@ -4,7 +4,7 @@ Consecutive blocks (the entries of the model's ModuleLists/Sequentials) form FSD
 stage3_prefetch_bucket_size elements and the rest of the model is the root unit; parameters are gathered per unit
 for forward and backward and resharded after forward. Half precision computes in bf16/fp16 while FSDP2 keeps the
 sharded fp32 parameters (the master weights). Gradients are reduced in fp32 or in communication_data_type; FSDP2
-splits the averaging itself, so prescale_gradients / gradient_predivide_factor have no say here.
+averages in the collective itself, so prescale_gradients / gradient_predivide_factor have no say here.
 """
 
 from __future__ import annotations
@@ -90,16 +90,23 @@ class FullySharded(Strategy):
                                          reduce_dtype=ctx.reduction.dtype)
         offload = CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu else OffloadPolicy()
         options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
-        for unit in group_units(block_runs(model), ctx.unit_elements):
+        units = group_units(block_runs(model), ctx.unit_elements)
+        for unit in units:
             fully_shard(unit if len(unit) > 1 else unit[0], **options)
         fully_shard(model, **options)
         # A parameter a rank's forward left unused still joins its unit's reduce-scatter, with a zero gradient: ranks
         # that took different branches then pair up the same collectives and average exactly, as DDP's
-        # find_unused_parameters and stages 1-2 do. FSDP2 without this switch reduces only parameters that have
-        # gradients; then after_backward checks that the ranks agree.
+        # find_unused_parameters and stages 1-2 do. What that cannot mend is ranks running different blocks (a
+        # layer skipped on some ranks only): their units' collectives no longer pair up, so after_backward compares
+        # the blocks each rank ran. FSDP2 without the switch reduces only parameters that have gradients; then
+        # after_backward compares those instead.
         self._zero_fills_unused = hasattr(model, "set_reduce_scatter_unused_params")
         if self._zero_fills_unused:
             model.set_reduce_scatter_unused_params(True)
+        self._blocks = [block for unit in units for block in unit]
+        self._ran: set[int] = set()  # ids of the blocks whose forward ran since the last backward
+        for block in self._blocks:
+            block.register_forward_pre_hook(self._mark_ran)
         self.module = model
         self.device = placement.device
         self._grads_before: list = []
@@ -107,28 +114,35 @@ class FullySharded(Strategy):
         # fully_shard replaces each parameter by a DTensor one; the client's param groups name the old objects.
         self.masters = {p: sharded[names[id(p)]] for p in originals}
 
+    def _mark_ran(self, module: nn.Module, args) -> None:
+        self._ran.add(id(module))
+
     def before_forward(self, boundary: bool) -> None:
         if not self._zero_fills_unused:
             self._grads_before = [_grad_mark(m) for m in self.masters.values()]
 
     def after_backward(self, boundary: bool) -> None:
-        """Without zero-filled unused parameters: refuse a backward in which ranks produced gradients for different
-        parameters. FSDP2 then reduce-scatters only the parameters that have a gradient, so such ranks paired up
-        different tensors and the reduced gradients are wrong. Stopping before the optimizer step keeps the weights
-        intact.
-        """
+        """Refuse a backward whose collectives did not pair up across ranks: ranks that ran different blocks, or
+        (FSDP2 without zero-filled unused parameters) that produced gradients for different parameters. Stopping
+        before the optimizer step keeps the weights intact."""
+        if self._zero_fills_unused:
+            got = [id(block) in self._ran for block in self._blocks]
+            problem = ("ran different blocks (a layer skipped on some ranks only). FSDP2 gathers and reduces a unit"
+                       " of blocks together, so the ranks' collectives did not pair up: run every block on every"
+                       " rank, or use ZeRO stage 0-2")
+        else:
+            got = [_grad_mark(m) != before for m, before in zip(self.masters.values(), self._grads_before, strict=True)]
+            problem = ("computed gradients for different parameters (a branch or module used on some ranks only)."
+                       " FSDP2 reduces only parameters that have gradients, so this cannot be averaged correctly:"
+                       " use every parameter on every rank, or use ZeRO stage 0-2")
+        self._ran.clear()
         world = dist.get_world_size()
-        if world == 1 or self._zero_fills_unused:
+        if world == 1 or not got:
             return
-        got = [_grad_mark(m) != before for m, before in zip(self.masters.values(), self._grads_before, strict=True)]
         counts = torch.tensor(got, dtype=torch.int32, device=self.device)
         dist.all_reduce(counts)
         if bool(((counts != 0) & (counts != world)).any()):
-            raise RuntimeError(
-                "ZeRO stage 3: ranks computed gradients for different parameters in this backward (a branch or"
-                " module used on some ranks only). FSDP2 reduces only parameters that have gradients, so this"
-                " cannot be averaged correctly: use every parameter on every rank, or use ZeRO stage 0-2"
-            )
+            raise RuntimeError(f"ZeRO stage 3: ranks {problem}")
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(m, m.grad) for m in self.masters.values() if m.grad is not None]

@@ -37,11 +37,12 @@ def grad_reduction(cfg, world: int, grad_dtype: torch.dtype, stage: int) -> Grad
         dtype = DTYPES[cfg.communication_data_type]
     elif world == 2 and grad_dtype == torch.bfloat16 and stage in (0, 1) and pre == 1:
         # Two ranks: each element of the sum is one addition, and DDP writes it back into the bf16 gradients, so it
-        # is rounded once either way (the fp32 sum of two bf16 values is exact, or the smaller one is below half
-        # a bf16 step of the larger); a bf16 sum gives the same bits (subnormals aside; halving is exact) with half
-        # the bytes. Not with more ranks (each partial sum would be rounded), not for fp16 (a + b may overflow
-        # where (a + b) / 2 does not), not at stage 2 (each micro-step's sum is added to the shard accumulated
-        # so far: a second rounding), not at stage 3 (FSDP2 keeps the reduced gradients in the reduce dtype).
+        # is rounded once either way (the fp32 sum of two bf16 values is exact, or the smaller one is below half a
+        # bf16 step of the larger); a bf16 sum gives the same bits (subnormals and the top of the range aside;
+        # halving is exact) with half the bytes. Not with more ranks (each partial sum would be rounded), not for
+        # fp16 (a + b may overflow where (a + b) / 2 does not), not at stage 2 (each micro-step's sum is added to
+        # the shard accumulated so far: a second rounding), not at stage 3 (FSDP2 keeps the reduced gradients in
+        # the reduce dtype).
         dtype = torch.bfloat16
     else:
         dtype = torch.float32
