@@ -105,8 +105,9 @@ class FullySharded(Strategy):
             model.set_reduce_scatter_unused_params(True)
         self._blocks = [block for unit in units for block in unit]
         self._ran: set[int] = set()  # ids of the blocks whose forward ran since the last backward
-        for block in self._blocks:
-            block.register_forward_pre_hook(self._mark_ran)
+        if self._zero_fills_unused:  # otherwise the per-parameter comparison covers skipped blocks too
+            for block in self._blocks:
+                block.register_forward_pre_hook(self._mark_ran)
         self.module = model
         self.device = placement.device
         self._grads_before: list = []

@@ -29,6 +29,12 @@ class GradReduction:
         """...and the sum by this after, so the result is the mean."""
         return self.world / self.pre_factor
 
+    def before_sum(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.div_(self.pre_factor) if self.pre_factor != 1 else flat
+
+    def after_sum(self, flat: torch.Tensor) -> torch.Tensor:
+        return flat.div_(self.post_factor) if self.post_factor != 1 else flat
+
 
 def grad_reduction(cfg, world: int, grad_dtype: torch.dtype, stage: int) -> GradReduction:
     """`grad_dtype`: the dtype of the gradients the strategy reduces (the module's parameters' dtype)."""
@@ -53,15 +59,11 @@ def ddp_averaging_hook(reduction: GradReduction, bucket):
     """DDP comm hook: average one bucket as `reduction` says (DDP's own hook divides first and sums in the
     gradients' dtype). The sum is in its own buffer when the dtypes differ, then copied back into the bucket."""
     buffer = bucket.buffer()
-    work = buffer.to(reduction.dtype)  # the bucket itself when the dtype already matches
-    if reduction.pre_factor != 1:
-        work.div_(reduction.pre_factor)
+    work = reduction.before_sum(buffer.to(reduction.dtype))  # .to: the bucket itself when the dtype matches
     future = dist.all_reduce(work, async_op=True).get_future()
 
     def finish(fut):
-        total = fut.value()[0]
-        if reduction.post_factor != 1:
-            total.div_(reduction.post_factor)
+        total = reduction.after_sum(fut.value()[0])
         if total.data_ptr() != buffer.data_ptr():  # summed in its own dtype: back into the bucket
             buffer.copy_(total)
         return buffer

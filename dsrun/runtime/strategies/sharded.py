@@ -62,19 +62,14 @@ class Sharded(Strategy):
             self._reduce_into_shards()
 
     def _reduce_into_shards(self) -> None:
-        device = self.ctx.placement.device
+        device, reduction = self.ctx.placement.device, self.ctx.reduction
         for bucket in self.reduce_buckets:
             # Every rank reduces every bucket: whether a parameter got a gradient is a local fact (a branch one
             # rank did not take), and skipping on local facts would pair up different collectives across ranks.
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
-            reduction = self.ctx.reduction
             packed = torch.empty(self.world * bucket.segment, dtype=reduction.dtype, device=device)
-            bucket.pack(grads, self.world, packed)
-            if reduction.pre_factor != 1:
-                packed.div_(reduction.pre_factor)
-            mine = reduce_to_shard(packed, bucket.segment, self.rank, self.world)
-            if reduction.post_factor != 1:
-                mine.div_(reduction.post_factor)
+            packed = reduction.before_sum(bucket.pack(grads, self.world, packed))
+            mine = reduction.after_sum(reduce_to_shard(packed, bucket.segment, self.rank, self.world))
             offset = 0
             for i, param in enumerate(bucket.params):
                 n = bucket.numel_of(i, self.rank)
