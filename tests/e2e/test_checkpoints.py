@@ -1,7 +1,6 @@
 """dsrun checkpoints across processes: exact resume, resharding across stages and world sizes, kill -9 during a
 save, a rank-0-only save that fails instead of hanging, and the single-file export."""
 
-import json
 import os
 import signal
 import subprocess
@@ -15,6 +14,7 @@ import torch
 from torch import nn
 
 from dsrun.runtime.checkpoint.consolidate import consolidate, read_full, resolve_checkpoint
+from tests.e2e.worker_output import marked_by_rank
 
 pytestmark = pytest.mark.e2e
 
@@ -31,12 +31,7 @@ def dsrun(world, *args, env=None, timeout=300, check=True):
 
 
 def losses(result) -> dict[int, list[float]]:
-    found = {}
-    for line in result.stdout.splitlines():
-        if "LOSSES " in line:
-            rank, payload = line.split("LOSSES ", 1)[1].split(" ", 1)
-            found[int(rank)] = json.loads(payload)
-    return found
+    return marked_by_rank(result.stdout, "LOSSES")
 
 
 def test_resume_is_exact_including_data_order(tmp_path):

@@ -1,7 +1,6 @@
 """ZeRO stages 0-3 × world size 1 and 2 × accumulation 1 and 2 train exactly like a plain PyTorch loop (fp32), also
 with stage 3's blocks in several units and with DeepSpeed's gradient pre-division; sums in bf16 train nearly so."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.equivalence_worker import VARIANTS
+from tests.e2e.worker_output import marked
 
 pytestmark = pytest.mark.e2e
 
@@ -24,8 +24,7 @@ def run_world(world: int, clip: float) -> list[dict]:
         capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    line = next(line for line in result.stdout.splitlines() if "RESULTS " in line)
-    return json.loads(line.split("RESULTS ", 1)[1])
+    return marked(result.stdout, "RESULTS")
 
 
 @pytest.mark.parametrize(("world", "clip"), [(1, 0.0), (2, 0.0), (2, 0.05)])
@@ -56,6 +55,6 @@ def test_ranks_using_different_branches_still_average_exactly():
     result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", worker],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    diffs = json.loads(next(line for line in result.stdout.splitlines() if "RESULTS " in line).split("RESULTS ")[1])
+    diffs = marked(result.stdout, "RESULTS")
     assert all(diffs[stage] <= TOLERANCE for stage in ("0", "1", "2", "3")), diffs
     assert "ZeRO stage 3: ranks ran different blocks" in diffs["3 skipping"], diffs["3 skipping"]

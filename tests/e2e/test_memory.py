@@ -1,11 +1,12 @@
 """Per-rank model-state memory of each ZeRO stage stays within its ZeRO formula (2 ranks, AdamW)."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.worker_output import marked
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +26,7 @@ def test_model_state_within_formula(precision):
     result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(N), "--no_local_rank", WORKER, precision],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    measured = json.loads(next(line for line in result.stdout.splitlines() if "RESULTS " in line).split("RESULTS ")[1])
+    measured = marked(result.stdout, "RESULTS")
     for stage, formula in FORMULA[precision].items():
         total = measured[str(stage)]["total"]
         assert total <= formula + ALLOWANCE[precision] + 1e-9, f"stage {stage}: {total:.3f} > {formula} B/param"

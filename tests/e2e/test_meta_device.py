@@ -1,6 +1,5 @@
 """Models built on the meta device are materialised (after sharding, at stage 3) and train."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from torch import nn
 
 from dsrun.errors import UsageError
 from dsrun.runtime.materialize import check_initialisable
+from tests.e2e.worker_output import marked
 
 WORKER = str(Path(__file__).with_name("meta_worker.py"))
 
@@ -20,7 +20,7 @@ def test_meta_models_train_at_every_stage():
     result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", WORKER],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    results = json.loads(next(line for line in result.stdout.splitlines() if "RESULTS " in line).split("RESULTS ")[1])
+    results = marked(result.stdout, "RESULTS")
     assert set(results) == {"0", "1", "2", "3"}
     for stage, (first, last) in results.items():
         assert last < first / 3, (stage, first, last)

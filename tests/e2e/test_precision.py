@@ -1,12 +1,13 @@
 """bf16 and fp16 train at every ZeRO stage; an fp16 overflow on one rank skips the update on every rank."""
 
-import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.e2e.worker_output import marked_by_rank
 
 pytestmark = pytest.mark.e2e
 
@@ -17,12 +18,7 @@ def run(*args) -> dict[int, list]:
     result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", WORKER, *args],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    found = {}
-    for line in result.stdout.splitlines():
-        if "RESULTS " in line:
-            rank, payload = line.split("RESULTS ", 1)[1].split(" ", 1)
-            found[int(rank)] = json.loads(payload)
-    return found
+    return marked_by_rank(result.stdout, "RESULTS")
 
 
 def test_half_precision_trains_at_every_stage():
