@@ -1,6 +1,6 @@
 """Which config keys dsrun acts on, and for every other key, why not. This is the one place that decides it.
 
-dsrun accepts every key DeepSpeed does (see dsrun.config.keys), but builds training on torch's DDP / FSDP2 /
+dsrun accepts every key DeepSpeed does (see dsrun.config.keys), but builds training on torch's collectives / FSDP2 /
 torch.distributed.checkpoint instead of DeepSpeed's own engine, so many DeepSpeed knobs have nothing to turn.
 Each such key present in a config gets one warning line, "<key> is accepted but dsrun does not act on it: <why>",
 so a user never believes a setting is in force when it is not.
@@ -34,7 +34,7 @@ ACTED_ON = frozenset({
     "checkpoint.tag_validation", "checkpoint.keep_last",
 })  # fmt: skip
 
-_ZERO_ON_TORCH = "dsrun builds the ZeRO stages on torch DDP / FSDP2, which have no such setting"
+_ZERO_ON_TORCH = "dsrun builds the ZeRO stages on torch collectives and FSDP2, which have no such setting"
 _NO_PERSISTENT = "stage 3 shards every parameter, however small (FSDP2 keeps no parameters whole)"
 _LIVE = ("stage 3 frees each unit's gathered parameters after its forward and its backward; the units are"
          " stage3_prefetch_bucket_size elements at most")
@@ -73,12 +73,14 @@ REASONS: dict[str, str] = {
     "optimizer.legacy_fusion": "dsrun builds torch optimizers, which have no legacy fused mode",
     # ZeRO.
     "zero_optimization": _ZERO_ON_TORCH,
-    "zero_optimization.contiguous_gradients": "DDP and FSDP2 manage their own gradient buffers",
-    "zero_optimization.reduce_scatter": "the collective follows the stage and backend: DDP all-reduces (stages"
-    " 0-1), stage 2 reduce-scatters on NCCL and all-reduces on gloo (5x faster there), FSDP2 reduce-scatters",
+    "zero_optimization.contiguous_gradients": "stages 0-1 always keep gradients in one flat buffer and FSDP2"
+    " manages its own",
+    "zero_optimization.reduce_scatter": "the collective follows the stage and backend: stages 0-1 all-reduce,"
+    " stage 2 reduce-scatters on NCCL and all-reduces on gloo (5x faster there), FSDP2 reduce-scatters",
     "zero_optimization.allgather_partitions": "stages 1-2 gather with all-gather on NCCL and all-reduce on gloo;"
     " FSDP2 all-gathers",
-    "zero_optimization.overlap_comm": "DDP and FSDP2 always overlap gradient communication with the backward pass",
+    "zero_optimization.overlap_comm": "stages 0-1 average once after the cycle's last backward (as DeepSpeed's"
+    " stage 0 does; on gloo as fast as overlapping), stage 2 after each backward, FSDP2 always overlaps",
     "zero_optimization.sub_group_size": "dsrun chooses its own optimizer-step pieces (1/16 of a rank's gradients"
     " when they need converting to fp32)",
     "zero_optimization.elastic_checkpoint": "dsrun's checkpoints (torch.distributed.checkpoint) load at any world"

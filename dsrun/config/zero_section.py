@@ -37,6 +37,7 @@ class ZeroConfig:
     overlap_comm: bool = False
     contiguous_gradients: bool = True
     reduce_scatter: bool = True
+    ignore_unused_parameters: bool = True
 
 
 def expand_legacy_zero(raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
@@ -94,8 +95,12 @@ def build_zero(zero: Mapping[str, Any], notes: list[str]) -> ZeroConfig:
         overlap_comm=zero.get("overlap_comm", stage == 3),
         contiguous_gradients=zero.get("contiguous_gradients", True),
         reduce_scatter=zero.get("reduce_scatter", True),
+        ignore_unused_parameters=zero.get("ignore_unused_parameters", True),
     )
     _check_offload_against_stage(config, optimizer_dict, notes)
+    if stage == 3 and not config.ignore_unused_parameters:
+        notes.append(f"{ZERO}.ignore_unused_parameters false is accepted but dsrun does not act on it at stage 3:"
+                     " FSDP2 reduces a zero gradient for a parameter a forward left unused")
     return config
 
 

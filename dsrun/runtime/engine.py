@@ -148,11 +148,13 @@ class Engine(nn.Module):
         self._require_optimizer("backward")
         self._losses.append(loss.detach())
         scaled = loss / self.gradient_accumulation_steps()
+        boundary = self.is_gradient_accumulation_boundary()
         self._timers.start("backward")
+        self.strategy.before_backward(boundary)
         # fp16: scale in fp32, as a half-precision loss times 2^16 would itself overflow.
         to_differentiate = scaled.float() * self.loss_scale if self.loss_scaler is not None else scaled
         to_differentiate.backward(retain_graph=retain_graph)
-        self.strategy.after_backward(self.is_gradient_accumulation_boundary())
+        self.strategy.after_backward(boundary)
         self._timers.stop("backward")
         return scaled.detach()
 

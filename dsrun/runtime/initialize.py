@@ -17,7 +17,7 @@ from dsrun.errors import UsageError
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
-from dsrun.runtime.materialize import check_initialisable, is_meta, materialize
+from dsrun.runtime.materialize import check_initialisable, is_meta, materialize, materialize_sharded
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
 from dsrun.runtime.optim import (
     adopt_client_optimizer,
@@ -30,8 +30,6 @@ from dsrun.runtime.precision import choose_precision
 from dsrun.runtime.progress import say
 from dsrun.runtime.strategies import StrategyContext, make_strategy
 from dsrun.runtime.strategies.reduction import grad_reduction
-
-_BYTES_PER_MB = 1024 * 1024
 
 
 def _raw_config(args, config, config_params) -> tuple[dict[str, Any], str]:
@@ -103,9 +101,6 @@ def _optimizer(optimizer, cfg, groups, strategy, device, rank0):
 
 def _strategy_context(cfg, placement, precision) -> StrategyContext:
     zero = cfg.zero
-    element_bytes = precision.param_dtype.itemsize
-    section = cfg.raw.get("zero_optimization")
-    explicit = isinstance(section, dict) and section.get("reduce_bucket_size") not in (None, "auto")
     # "nvme" offloads to CPU memory too (the config warns about it); stage 0 has nothing to offload.
     offload = zero.stage > 0 and any(
         o is not None and o.device != "none" for o in (zero.offload_optimizer, zero.offload_param)
@@ -117,10 +112,9 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         reduce_bucket_elements=int(zero.reduce_bucket_size),
         gather_bucket_elements=int(zero.allgather_bucket_size),
         unit_elements=int(zero.prefetch_bucket_size),
-        ddp_bucket_cap_mb=zero.reduce_bucket_size * element_bytes / _BYTES_PER_MB if explicit else None,
         offload_cpu=offload,
         reduction=grad_reduction(cfg, placement.world_size, precision.param_dtype, zero.stage),
-        find_unused_parameters=not isinstance(section, dict) or section.get("ignore_unused_parameters") is not False,
+        allow_unused=zero.ignore_unused_parameters,
     )
 
 
@@ -185,7 +179,7 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
     param_names = {param: name for name, param in model.named_parameters()}  # before wrapping renames anything
     strategy = make_strategy(model, _strategy_context(cfg, placement, precision))
     if on_meta and cfg.zero.stage == 3:
-        materialize(model, placement.device)
+        materialize_sharded(model, placement.device)
 
     torch_optimizer = _optimizer(optimizer, cfg, groups, strategy, placement.device, rank0)
     if torch_optimizer is not None:

@@ -1,8 +1,9 @@
 """Models built on the meta device (no memory until placed): give them real storage and initial values.
 
 Building on meta and materialising after sharding halves the start-up peak, and at stage 3 no rank ever holds
-the whole model. Initial values come from each module's own reset_parameters(); at stages 0-2 rank 0's values are
-then broadcast (DDP or the sharded strategy), at stage 3 each rank initialises its own shards.
+the whole model. Initial values come from each module's own reset_parameters() and are rank 0's at every stage,
+as in DeepSpeed: at stages 0-2 the strategy broadcasts them; at stage 3 each module is initialised whole, one module
+at a time, and every rank keeps its shard of rank 0's values.
 """
 
 from __future__ import annotations
@@ -33,5 +34,39 @@ def materialize(model: nn.Module, device: torch.device) -> None:
     model.to_empty(device=device)
     with torch.no_grad():
         for module in model.modules():
-            if any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False)):
+            if _owns_tensors(module):
                 module.reset_parameters()
+
+
+def _owns_tensors(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
+
+
+def materialize_sharded(model: nn.Module, device: torch.device) -> None:
+    """Materialise a model whose parameters are FSDP2 shards (DTensors) with rank 0's initial values.
+
+    Each module's own parameters are made whole for its reset_parameters() (every rank runs it, so the random
+    streams advance as if each rank had built the model on a real device), then rank 0's values are scattered into
+    the shards. The whole of one module is the most any rank holds at once.
+    """
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    model.to_empty(device=device)
+    with torch.no_grad():
+        for module in model.modules():
+            if not _owns_tensors(module):
+                continue
+            shards = {name: p for name, p in module._parameters.items() if isinstance(p, DTensor)}
+            for name, shard in shards.items():
+                whole = torch.empty(shard.shape, dtype=shard.dtype, device=shard.to_local().device)
+                module._parameters[name] = nn.Parameter(whole, requires_grad=shard.requires_grad)
+            module.reset_parameters()
+            for name, shard in shards.items():
+                whole = module._parameters[name]
+                mine = distribute_tensor(whole.data, shard.device_mesh, shard.placements, src_data_rank=0)
+                shard.to_local().copy_(mine.to_local())
+                module._parameters[name] = shard
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                for buffer in module.buffers(recurse=False):
+                    dist.broadcast(buffer, src=0)

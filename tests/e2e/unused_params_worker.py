@@ -3,6 +3,7 @@ gradient there). Every stage must still average gradients exactly (prints max |e
 Ranks that skip different blocks at stage 3 must be refused: their FSDP units' collectives do not pair up."""
 
 import json
+import sys
 
 import torch
 from torch import nn
@@ -87,5 +88,18 @@ def main():
         print("RESULTS " + json.dumps(diffs), flush=True)
 
 
+def strict(stage: int) -> None:
+    """zero_optimization.ignore_unused_parameters false: the first backward that leaves a parameter unused fails."""
+    config = {"train_micro_batch_size_per_gpu": 3, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+              "zero_optimization": {"stage": stage, "ignore_unused_parameters": False}}
+    engine, *_ = dsrun.initialize(model=TwoBranches(), config=config)
+    x, y = data(engine.global_rank, 0)
+    engine.backward(nn.functional.mse_loss(engine(x, engine.global_rank), y))
+    engine.step()
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["strict"]:
+        strict(int(sys.argv[2]))
+    else:
+        main()

@@ -1,11 +1,10 @@
 """Which dtype and scaling the gradient sum over ranks uses (DeepSpeed's communication_data_type,
-prescale_gradients, gradient_predivide_factor), and the DDP hook that applies them."""
+prescale_gradients, gradient_predivide_factor)."""
 
 import torch
-import torch.distributed as dist
 
 from dsrun.config import parse_run_config
-from dsrun.runtime.strategies.reduction import GradReduction, ddp_averaging_hook, grad_reduction
+from dsrun.runtime.strategies.reduction import grad_reduction
 
 BF16, FP16, FP32 = torch.bfloat16, torch.float16, torch.float32
 
@@ -33,20 +32,3 @@ def test_division_before_and_after_the_sum():
     assert (scaled.pre_factor, scaled.post_factor) == (4, 1)
     split = reduction(gradient_predivide_factor=8)
     assert (split.pre_factor, split.post_factor) == (8, 0.5)
-
-
-class Bucket:
-    def __init__(self, tensor):
-        self.tensor = tensor
-
-    def buffer(self):
-        return self.tensor
-
-
-def test_ddp_hook_sums_in_its_dtype_and_writes_back_into_the_bucket(single_process):
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:0", rank=0, world_size=1)
-    grads = torch.tensor([1.0, 3.0, 0.1], dtype=BF16)
-    expected = grads.clone()
-    result = ddp_averaging_hook(GradReduction(dtype=FP32, pre_factor=4.0, world=1), Bucket(grads)).wait()
-    assert result is grads and result.dtype == BF16
-    assert torch.equal(result, expected)  # /4 before, ×4 after (world 1 / factor 4): the mean of one rank

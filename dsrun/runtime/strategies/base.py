@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from dsrun.runtime.distributed import Placement
 from dsrun.runtime.precision import Precision
-from dsrun.runtime.strategies.reduction import GradReduction, ddp_averaging_hook
+from dsrun.runtime.strategies.reduction import GradReduction
 
 
 @dataclass(frozen=True)
@@ -17,25 +18,28 @@ class StrategyContext:
     placement: Placement
     precision: Precision
     stage: int
-    reduce_bucket_elements: int  # gradient reduction bucket (stage 2), in elements
+    reduce_bucket_elements: int  # gradient reduction bucket (stages 0-2), in elements
     gather_bucket_elements: int  # parameter all-gather bucket (stages 1-2), in elements
     unit_elements: int  # stage 3: most parameter elements gathered together (stage3_prefetch_bucket_size)
-    ddp_bucket_cap_mb: float | None  # None: DDP's own default
-    find_unused_parameters: bool  # zero_optimization.ignore_unused_parameters (DeepSpeed default: true)
+    allow_unused: bool  # zero_optimization.ignore_unused_parameters (DeepSpeed default: true)
     offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"
     reduction: GradReduction  # the dtype and scaling of the gradient sum over ranks
 
 
 class Strategy:
-    """One ZeRO stage's mechanism. The engine calls, per micro-step: before_forward, (forward), after_backward;
+    """One ZeRO stage's mechanism. The engine calls, per micro-step: before_forward (only when the forward runs
+    through the engine: scripts may call the bare module), (forward), before_backward, (backward), after_backward;
     per optimizer step: grad_pairs, (norm, clip, optimizer.step), after_step, zero_grad."""
 
-    module: nn.Module  # what forward runs through (DDP, FSDP2 or the plain model)
+    module: nn.Module  # what forward runs through (FSDP2's or the plain model)
     sharded: bool  # owned grads are this rank's partition: a global norm needs a sum over ranks
     masters: dict[nn.Parameter, torch.Tensor]  # model parameter -> the tensor the optimizer updates for it
 
     def before_forward(self, boundary: bool) -> None:
         """`boundary`: this micro-step ends an accumulation cycle (its gradients must be synchronised)."""
+
+    def before_backward(self, boundary: bool) -> None:
+        """The engine is about to run this micro-step's backward."""
 
     def after_backward(self, boundary: bool) -> None:
         """Gradients of this micro-step are complete."""
@@ -60,28 +64,26 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def wrap_ddp(model: nn.Module, ctx: StrategyContext) -> nn.Module:
-    from torch.nn.parallel import DistributedDataParallel
+def broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
+    """Start every rank from rank 0's parameters and buffers, as DeepSpeed does at every stage: a script that sets
+    no seed, or loads pretrained weights on rank 0 only, must not train a mix of each rank's weights.
 
-    if ctx.placement.world_size == 1:
-        return model  # nothing to synchronise; skip DDP's hooks
-    kwargs = {"bucket_cap_mb": ctx.ddp_bucket_cap_mb} if ctx.ddp_bucket_cap_mb is not None else {}
-    device = ctx.placement.device
-    ddp = DistributedDataParallel(
-        model,
-        device_ids=[device.index] if device.type == "cuda" else None,
-        gradient_as_bucket_view=True,  # otherwise DDP's buckets are a second full copy of the gradients
-        # DeepSpeed tolerates parameters a forward does not use; DDP needs to look for them to do the same.
-        find_unused_parameters=ctx.find_unused_parameters,
-        **kwargs,
-    )
-    # Always ours: DDP's own hook divides before summing in the gradients' dtype; DeepSpeed's default (and so
-    # dsrun's) divides after, and dsrun sums half-precision gradients in fp32.
-    ddp.register_comm_hook(ctx.reduction, ddp_averaging_hook)
-    return ddp
+    `device`: the process group's device. A tensor elsewhere (a stage-3 model still on the CPU, under NCCL) goes
+    through a copy there, one tensor at a time."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            if tensor.device.type == device.type:
+                dist.broadcast(tensor.data, src=0)
+            else:
+                staged = tensor.data.to(device)
+                dist.broadcast(staged, src=0)
+                tensor.data.copy_(staged)
 
 
-def set_grad_sync(module: nn.Module, boundary: bool) -> None:
-    # What DDP.no_sync() toggles; the engine's forward and backward are separate calls, so no context manager.
-    if hasattr(module, "require_backward_grad_sync"):
-        module.require_backward_grad_sync = boundary
+def refuse_unused(unused: list[str]) -> None:
+    """zero_optimization.ignore_unused_parameters false: parameters without a gradient are an error, as in DeepSpeed."""
+    if unused:
+        shown = ", ".join(unused[:5]) + (f" and {len(unused) - 5} more" if len(unused) > 5 else "")
+        raise RuntimeError(f"parameters received no gradient: {shown}; zero_optimization.ignore_unused_parameters is"
+                           " false, which forbids that: set it to true (DeepSpeed's default) or use every parameter"
+                           " in the forward")

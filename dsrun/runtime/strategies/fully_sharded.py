@@ -15,7 +15,8 @@ from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-from dsrun.runtime.strategies.base import Strategy, StrategyContext
+from dsrun.runtime.materialize import is_meta
+from dsrun.runtime.strategies.base import Strategy, StrategyContext, broadcast_from_rank0
 
 
 def block_runs(model: nn.Module) -> list[list[nn.Module]]:
@@ -84,6 +85,8 @@ class FullySharded(Strategy):
         placement = ctx.placement
         names = {id(p): name for name, p in model.named_parameters()}
         originals = [p for p in model.parameters() if p.requires_grad]
+        if placement.world_size > 1 and not is_meta(model):  # a meta model gets rank 0's values as it materialises
+            broadcast_from_rank0(model, ctx.placement.device)
         mesh = init_device_mesh(placement.device.type, (placement.world_size,))
         precision = ctx.precision
         mp_policy = MixedPrecisionPolicy(param_dtype=precision.param_dtype if precision.half else None,

@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -42,8 +41,8 @@ def grad_reduction(cfg, world: int, grad_dtype: torch.dtype, stage: int) -> Grad
     if cfg.communication_data_type:
         dtype = DTYPES[cfg.communication_data_type]
     elif world == 2 and grad_dtype == torch.bfloat16 and stage in (0, 1) and pre == 1:
-        # Two ranks: each element of the sum is one addition, and DDP writes it back into the bf16 gradients, so it
-        # is rounded once either way (the fp32 sum of two bf16 values is exact, or the smaller one is below half a
+        # Two ranks: each element of the sum is one addition, and it is written back into the bf16 gradients, so
+        # it is rounded once either way (the fp32 sum of two bf16 values is exact, or the smaller one is below half a
         # bf16 step of the larger); a bf16 sum gives the same bits (subnormals and the top of the range aside;
         # halving is exact) with half the bytes. Not with more ranks (each partial sum would be rounded), not for
         # fp16 (a + b may overflow where (a + b) / 2 does not), not at stage 2 (each micro-step's sum is added to
@@ -53,19 +52,3 @@ def grad_reduction(cfg, world: int, grad_dtype: torch.dtype, stage: int) -> Grad
     else:
         dtype = torch.float32
     return GradReduction(dtype=dtype, pre_factor=pre, world=world)
-
-
-def ddp_averaging_hook(reduction: GradReduction, bucket):
-    """DDP comm hook: average one bucket as `reduction` says (DDP's own hook divides first and sums in the
-    gradients' dtype). The sum is in its own buffer when the dtypes differ, then copied back into the bucket."""
-    buffer = bucket.buffer()
-    work = reduction.before_sum(buffer.to(reduction.dtype))  # .to: the bucket itself when the dtype matches
-    future = dist.all_reduce(work, async_op=True).get_future()
-
-    def finish(fut):
-        total = reduction.after_sum(fut.value()[0])
-        if total.data_ptr() != buffer.data_ptr():  # summed in its own dtype: back into the bucket
-            buffer.copy_(total)
-        return buffer
-
-    return future.then(finish)

@@ -1,11 +1,12 @@
-"""ZeRO stage 0: every rank holds everything; DDP all-reduces gradients once per accumulation cycle."""
+"""ZeRO stage 0: every rank holds everything; gradients are averaged once per accumulation cycle (FlatGrads)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from dsrun.runtime.strategies.base import Strategy, StrategyContext, set_grad_sync, trainable, wrap_ddp
+from dsrun.runtime.strategies.base import Strategy, StrategyContext, broadcast_from_rank0, trainable
+from dsrun.runtime.strategies.flat_grads import FlatGrads
 
 
 class Replicated(Strategy):
@@ -13,13 +14,21 @@ class Replicated(Strategy):
 
     def __init__(self, model: nn.Module, ctx: StrategyContext):
         self.params = trainable(model)
-        self.module = wrap_ddp(model, ctx)  # DDP first: it gives every rank rank 0's parameters
+        self.names = {p: name for name, p in model.named_parameters()}
+        if ctx.placement.world_size > 1:
+            broadcast_from_rank0(model, ctx.placement.device)
+        self.module = model
+        self.grads = FlatGrads(self.params, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused)
         # Half-precision modules get fp32 master copies; fp32 modules are stepped directly.
         separate = ctx.precision.master_weights
         self.masters = {p: p.detach().float().clone() if separate else p for p in self.params}
 
-    def before_forward(self, boundary: bool) -> None:
-        set_grad_sync(self.module, boundary)
+    def before_backward(self, boundary: bool) -> None:
+        self.grads.attach()
+
+    def after_backward(self, boundary: bool) -> None:
+        if boundary:
+            self.grads.average(self.names)
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(master, param.grad) for param, master in self.masters.items() if param.grad is not None]
@@ -32,5 +41,6 @@ class Replicated(Strategy):
 
     def zero_grad(self) -> None:
         for param, master in self.masters.items():
-            param.grad = None
-            master.grad = None
+            if master is not param:
+                master.grad = None
+        self.grads.zero()

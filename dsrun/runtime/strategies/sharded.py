@@ -1,7 +1,7 @@
 """ZeRO stages 1 and 2 on replicated parameters: each rank owns a row shard of every parameter.
 
-Stage 1: DDP all-reduces the full gradients at the end of an accumulation cycle; each rank steps its rows only
-         (optimizer state and fp32 master weights: 1/N each), then the updated rows are gathered.
+Stage 1: the full gradients are averaged at the end of an accumulation cycle (FlatGrads); each rank steps its rows
+         only (optimizer state and fp32 master weights: 1/N each), then the updated rows are gathered.
 Stage 2: no DDP. After every backward the gradients are reduced and each rank keeps only its rows, accumulated in
          fp32; the full gradients are freed at once, so they never outlive a micro-step.
 Which collective does the reducing and gathering is chosen per backend (collectives.py).
@@ -10,19 +10,18 @@ Which collective does the reducing and gathering is chosen per backend (collecti
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
-from dsrun.runtime.strategies.base import Strategy, StrategyContext, set_grad_sync, trainable, wrap_ddp
+from dsrun.runtime.strategies.base import (
+    Strategy,
+    StrategyContext,
+    broadcast_from_rank0,
+    refuse_unused,
+    trainable,
+)
 from dsrun.runtime.strategies.collectives import gather_shards, reduce_to_shard
+from dsrun.runtime.strategies.flat_grads import FlatGrads
 from dsrun.runtime.strategies.layout import as_rows, make_buckets, row_range
-
-
-def broadcast_model(model: nn.Module) -> None:
-    """Start every rank from rank 0's parameters and buffers (DDP does this itself for stages 0 and 1)."""
-    with torch.no_grad():
-        for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor.data, src=0)
 
 
 class Sharded(Strategy):
@@ -33,16 +32,17 @@ class Sharded(Strategy):
         self.rank, self.world = ctx.placement.rank, ctx.placement.world_size
         self.params = trainable(model)
         self.rows = {p: row_range(as_rows(p).shape[0], self.world, self.rank) for p in self.params}
+        self.names = {p: name for name, p in model.named_parameters()}
         self.gather_buckets = make_buckets(self.params, self.world, ctx.gather_bucket_elements)
+        self.module = model
+        if self.world > 1:
+            broadcast_from_rank0(model, ctx.placement.device)
         if ctx.stage == 1:
-            self.module = wrap_ddp(model, ctx)
+            self.grads = FlatGrads(self.params, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused)
         else:
-            self.module = model
-            if self.world > 1:
-                broadcast_model(model)
             self.reduce_buckets = make_buckets(self.params, self.world, ctx.reduce_bucket_elements)
             self.accumulated: dict[nn.Parameter, torch.Tensor | None] = dict.fromkeys(self.params)
-        # After DDP's or our broadcast, so every rank's masters start from rank 0's parameters.
+        # After the broadcast, so every rank's masters start from rank 0's parameters.
         # With offload_optimizer the masters (and so the optimizer state) live in CPU memory.
         master_device = torch.device("cpu") if ctx.offload_cpu else ctx.placement.device
         self.masters = {}
@@ -54,18 +54,23 @@ class Sharded(Strategy):
             else:  # the master *is* the parameter's rows (a view): the step updates the model in place
                 self.masters[param] = shard
 
-    def before_forward(self, boundary: bool) -> None:
-        set_grad_sync(self.module, boundary)
+    def before_backward(self, boundary: bool) -> None:
+        if self.ctx.stage == 1:
+            self.grads.attach()
 
     def after_backward(self, boundary: bool) -> None:
         if self.ctx.stage == 2:
             self._reduce_into_shards()
+        elif boundary:
+            self.grads.average(self.names)
 
     def _reduce_into_shards(self) -> None:
         device, reduction = self.ctx.placement.device, self.ctx.reduction
         for bucket in self.reduce_buckets:
             # Every rank reduces every bucket: whether a parameter got a gradient is a local fact (a branch one
             # rank did not take), and skipping on local facts would pair up different collectives across ranks.
+            if not self.ctx.allow_unused:
+                refuse_unused([self.names[p] for p in bucket.params if p.grad is None])
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
             packed = torch.empty(self.world * bucket.segment, dtype=reduction.dtype, device=device)
             packed = reduction.before_sum(bucket.pack(grads, self.world, packed))
@@ -106,8 +111,11 @@ class Sharded(Strategy):
                 bucket.unpack_into_params(gather_shards(mine, self.rank, self.world), self.world)
 
     def zero_grad(self) -> None:
-        for param, master in self.masters.items():
-            param.grad = None
+        for master in self.masters.values():
             master.grad = None
         if self.ctx.stage == 2:
+            for param in self.params:
+                param.grad = None
             self.accumulated = dict.fromkeys(self.params)
+        else:
+            self.grads.zero()
