@@ -17,6 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from dsrun.config.batch import BatchMath
+from dsrun.errors import exit_on_usage_error
 from dsrun.runtime.optim import ELEMENTWISE
 from dsrun.runtime.precision import Precision, cast_floating
 from dsrun.runtime.progress import StepStats, Throughput, Timers, say
@@ -180,15 +181,18 @@ class Engine(nn.Module):
         """Save to `save_dir/tag` (default tag `global_step{N}`) and point `save_dir/latest` at it."""
         from dsrun.runtime.checkpoint import save_checkpoint
 
-        return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest)
+        with exit_on_usage_error():
+            return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest)
 
     def load_checkpoint(self, load_dir, tag: str | None = None, load_optimizer_states: bool = True,
                         load_lr_scheduler_states: bool = True, load_module_only: bool = False):
         """Load `load_dir/tag` (default: the `latest` one); returns (path, client_state), or (None, None)."""
         from dsrun.runtime.checkpoint import load_checkpoint
 
-        return load_checkpoint(self, load_dir, tag=tag, load_optimizer_states=load_optimizer_states,
-                               load_lr_scheduler_states=load_lr_scheduler_states, load_module_only=load_module_only)
+        with exit_on_usage_error():
+            return load_checkpoint(self, load_dir, tag=tag, load_optimizer_states=load_optimizer_states,
+                                   load_lr_scheduler_states=load_lr_scheduler_states,
+                                   load_module_only=load_module_only)
 
     def _require_optimizer(self, call: str) -> None:
         if self.optimizer is None:

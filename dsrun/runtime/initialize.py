@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from dsrun.config import load_config, parse_run_config
-from dsrun.errors import UsageError
+from dsrun.errors import UsageError, exit_on_usage_error
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
@@ -138,13 +137,9 @@ def initialize(
     A mistake in the arguments or the config ends the process with one line on rank 0 and exit code 2 (the
     launcher's convention), not a traceback from every rank.
     """
-    try:
+    with exit_on_usage_error():
         return _initialize(args, model, optimizer, model_parameters, training_data, lr_scheduler, mpu,
                            dist_init_required, collate_fn, config, mesh_param, config_params)
-    except UsageError as err:
-        if os.environ.get("RANK", "0") == "0":
-            print(f"dsrun: error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(err.exit_code) from None
 
 
 def _initialize(args, model, optimizer, model_parameters, training_data, lr_scheduler, mpu, dist_init_required,

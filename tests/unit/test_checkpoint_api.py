@@ -2,12 +2,13 @@
 tag names, keep_last, and the on-disk layout's crash-safety helpers."""
 
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 import dsrun
-from dsrun.errors import UsageError
 from dsrun.runtime.checkpoint import layout
 
 
@@ -34,12 +35,20 @@ def test_nothing_to_load_returns_none_with_a_warning(engine_factory, tmp_path, c
     assert "no checkpoint to load" in capsys.readouterr().err
 
 
-def test_missing_named_tag_is_an_error_listing_what_exists(engine_factory, tmp_path):
+def fails_with_one_line(capsys, message: str, call) -> None:
+    """A mistake in a checkpoint call ends the worker with one line and exit code 2, as initialize's do."""
+    with pytest.raises(SystemExit) as stopped:
+        call()
+    assert stopped.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_missing_named_tag_is_an_error_listing_what_exists(engine_factory, tmp_path, capsys):
     engine = engine_factory()
     train_one_step(engine)
     engine.save_checkpoint(tmp_path, tag="first")
-    with pytest.raises(UsageError, match=r"tag 'second' not found .*available: first"):
-        engine.load_checkpoint(tmp_path, tag="second")
+    fails_with_one_line(capsys, r"tag 'second' not found .*available: first",
+                        lambda: engine.load_checkpoint(tmp_path, tag="second"))
 
 
 def test_default_tag_latest_and_client_state(engine_factory, tmp_path):
@@ -73,18 +82,16 @@ def test_saving_the_same_tag_again_replaces_it(engine_factory, tmp_path):
 
 
 @pytest.mark.parametrize("tag", ["../escape", ".hidden", "a/b", ""])
-def test_bad_tags(engine_factory, tmp_path, tag):
+def test_bad_tags(engine_factory, tmp_path, tag, capsys):
     engine = engine_factory()
-    with pytest.raises(UsageError, match="must be a plain name"):
-        engine.save_checkpoint(tmp_path, tag=tag)
+    fails_with_one_line(capsys, "must be a plain name", lambda: engine.save_checkpoint(tmp_path, tag=tag))
 
 
-def test_a_deepspeed_checkpoint_is_named_as_such(engine_factory, tmp_path):
+def test_a_deepspeed_checkpoint_is_named_as_such(engine_factory, tmp_path, capsys):
     engine = engine_factory()
     (tmp_path / "global_step5").mkdir()
     (tmp_path / "global_step5" / "mp_rank_00_model_states.pt").write_bytes(b"")
-    with pytest.raises(UsageError, match="DeepSpeed checkpoint"):
-        engine.load_checkpoint(tmp_path, tag="global_step5")
+    fails_with_one_line(capsys, "DeepSpeed checkpoint", lambda: engine.load_checkpoint(tmp_path, tag="global_step5"))
 
 
 def test_a_tag_replaced_when_the_save_was_killed_is_still_found(tmp_path):

@@ -49,18 +49,42 @@ def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_sta
         ensure_optimizer_state(engine.optimizer, list(engine.strategy.masters.values()))
     mapper = StateMapper(engine)
     wanted: dict[str, Any] = {"model": mapper.model_state()}
+    stateless: list[str] = []
     if with_optimizer:
         wanted["optimizer"] = mapper.optimizer_state()
+        stateless = _drop_unsaved_state(wanted["optimizer"], path)
     with torch.no_grad():
         dcp.load(wanted, checkpoint_id=str(path))
     mapper.finish_load()
     engine.strategy.after_load()
+    if stateless:  # as saved: no state yet (the optimizer creates it at the parameter's first update)
+        masters = {engine.param_names[p]: m for p, m in engine.strategy.masters.items()}
+        for name in stateless:
+            engine.optimizer.state.pop(masters[name], None)
 
     if with_optimizer:
         _restore_optimizer_extras(engine, saved)
     if not load_module_only:
         _restore_training_state(engine, saved, path, load_lr_scheduler_states)
     return str(path), saved.get("client_state")
+
+
+def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], path: Path) -> list[str]:
+    """Leave out optimizer entries the checkpoint does not have; returns the parameters that had none at all.
+
+    A parameter the optimizer never stepped before the save (frozen then, or never given a gradient by an older
+    dsrun) has no state in the checkpoint, while this engine made state for every parameter to have tensors to load
+    into. Asking DCP for it would fail the whole load.
+    """
+    saved = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
+    stateless = []
+    for name, entries in wanted.items():
+        absent = [key for key in entries if f"optimizer.{name}.{key}" not in saved]
+        for key in absent:
+            del entries[key]
+        if absent and not entries:
+            stateless.append(name)
+    return stateless
 
 
 def _restore_optimizer_extras(engine, saved: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 
 from dsrun.runtime.checkpoint import layout, rng
+from dsrun.runtime.checkpoint.agree import agree_on_target
 from dsrun.runtime.checkpoint.state import StateMapper, non_tensor_optimizer_state
 from dsrun.runtime.checkpoint.sync import all_ranks_arrive
 
@@ -58,8 +59,10 @@ def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict
                     save_latest: bool = True) -> bool:
     engine._checkpoint_calls += 1
     all_ranks_arrive("save_checkpoint", engine._checkpoint_calls)
-    save_dir = Path(save_dir)
-    tag = layout.check_tag(_same_everywhere(tag if tag is not None else f"global_step{engine.global_steps}"))
+    wanted_tag = tag if tag is not None else f"global_step{engine.global_steps}"
+    directory, tag = agree_on_target(save_dir, wanted_tag, engine.config.checkpoint.tag_validation)
+    save_dir = Path(directory)
+    layout.check_tag(tag)
     nonce = _same_everywhere(uuid.uuid4().hex[:12])
     staged = layout.temp_dir(save_dir, tag, nonce)
     staged.mkdir(parents=True, exist_ok=True)

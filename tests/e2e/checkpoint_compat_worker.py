@@ -1,0 +1,102 @@
+"""Under dsrun with 2 ranks: checkpoints as real DeepSpeed scripts make them.
+
+    unused DIR   a parameter no forward uses (HelloDeepSpeed's pooler), and one frozen when saved: save and load at
+                 every stage; prints what the loaded optimizer state looks like
+    dirs DIR     each rank passes its own directory (a per-rank timestamp): must stop, publishing nothing
+    tags DIR     each rank passes its own tag, with tag_validation Fail and Warn
+"""
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import dsrun
+
+
+class WithPooler(nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.encoder = nn.Linear(4, 4)
+        self.pooler = nn.Linear(4, 4)  # never used by forward
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.encoder(x)))
+
+
+def config(stage: int, **extra) -> dict:
+    return {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": stage},
+            "optimizer": {"type": "AdamW", "params": {"lr": 1e-2}}, **extra}
+
+
+def train(engine, steps: int = 2) -> None:
+    for step in range(steps):
+        x = torch.randn(2, 4, generator=torch.Generator().manual_seed(10 * step + engine.global_rank))
+        engine.backward(engine(x).pow(2).mean())
+        engine.step()
+
+
+def state_of(engine, name: str) -> dict:
+    master = next(m for p, m in engine.strategy.masters.items() if engine.param_names[p] == name)
+    return {k: v.full_tensor() if hasattr(v, "full_tensor") else v
+            for k, v in engine.optimizer.state.get(master, {}).items()}
+
+
+def unused(root: str) -> dict:
+    found = {}
+    for stage in range(4):
+        engine, *_ = dsrun.initialize(model=WithPooler(), config=config(stage))
+        train(engine)
+        engine.save_checkpoint(f"{root}/unused{stage}")
+        saved = state_of(engine, "encoder.weight")["exp_avg"].clone()
+        fresh, *_ = dsrun.initialize(model=WithPooler(), config=config(stage))
+        fresh.load_checkpoint(f"{root}/unused{stage}")
+        found[f"unused z{stage}"] = {
+            "encoder state equal": bool(torch.equal(state_of(fresh, "encoder.weight")["exp_avg"], saved)),
+            "pooler steps": float(state_of(fresh, "pooler.weight").get("step", torch.tensor(-1.0))),
+        }
+        frozen_model = WithPooler()
+        frozen_model.pooler.requires_grad_(False)
+        engine, *_ = dsrun.initialize(model=frozen_model, config=config(stage))
+        train(engine)
+        engine.save_checkpoint(f"{root}/frozen{stage}")
+        fresh, *_ = dsrun.initialize(model=WithPooler(), config=config(stage))  # trainable now
+        fresh.load_checkpoint(f"{root}/frozen{stage}")
+        found[f"frozen z{stage}"] = {"pooler state": sorted(state_of(fresh, "pooler.weight")),
+                                     "steps": fresh.global_steps}
+        train(fresh, 1)  # and it trains on
+    return found
+
+
+def dirs(root: str) -> None:
+    engine, *_ = dsrun.initialize(model=WithPooler(), config=config(0))
+    train(engine, 1)
+    engine.save_checkpoint(f"{root}/run-{engine.global_rank}")
+
+
+def tags(root: str) -> dict:
+    found = {}
+    for mode in ("Fail", "Warn"):
+        engine, *_ = dsrun.initialize(model=WithPooler(), config=config(1, checkpoint={"tag_validation": mode}))
+        train(engine, 1)
+        try:
+            engine.save_checkpoint(f"{root}/{mode}", tag=f"tag{engine.global_rank}")
+            found[mode] = "saved"
+        except AssertionError as err:
+            found[mode] = f"raised: {err}"
+    return found
+
+
+def main():
+    mode, root = sys.argv[1], sys.argv[2]
+    result = {"unused": unused, "dirs": dirs, "tags": tags}[mode](root)
+    if dist.get_rank() == 0:
+        print("RESULTS " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
