@@ -14,6 +14,7 @@ from typing import Any, Mapping
 ACTED_ON = frozenset({
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
     "optimizer.type", "optimizer.params",
+    "optimizer.torch_adam",  # dsrun always steps torch's Adam, which is what the flag asks for
     "scheduler.type", "scheduler.params",
     "fp16.enabled", "fp16.auto_cast", "fp16.loss_scale", "fp16.initial_scale_power", "fp16.loss_scale_window",
     "fp16.hysteresis", "fp16.consecutive_hysteresis", "fp16.min_loss_scale",
@@ -173,6 +174,8 @@ def unacted_warnings(clean: Mapping[str, Any], prefix: str = "") -> list[str]:
         path = f"{prefix}{key}"
         if is_acted_on(path):
             continue
+        if isinstance(value, Mapping) and value.get("enabled") is False:
+            continue  # DeepSpeed judges a section's settings only when it is on: nothing is lost
         if isinstance(value, Mapping) and holds_acted_keys(path):
             lines.extend(unacted_warnings(value, f"{path}."))
         elif not (isinstance(value, Mapping) and value.get("enabled") is False):

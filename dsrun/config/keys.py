@@ -59,7 +59,7 @@ AMP = {
     ),
 }
 
-OPTIMIZER = {"type": string, "params": mapping, "legacy_fusion": boolean}
+OPTIMIZER = {"type": string, "params": mapping, "legacy_fusion": boolean, "torch_adam": boolean}
 SCHEDULER = {"type": string, "params": mapping}
 
 TENSORBOARD = {"enabled": boolean, "output_path": string, "job_name": string}

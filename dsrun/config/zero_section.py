@@ -71,8 +71,11 @@ def _from_deprecated(zero: Mapping[str, Any], old: str, new: str, notes: list[st
         return zero.get(new)
     if new in zero:
         raise UsageError(f"{ZERO}.{old} and {ZERO}.{new} are both set: remove the deprecated {old}")
-    notes.append(f'{ZERO}.{old} is deprecated: dsrun reads it as {new} {{"device": "cpu"}}; write that instead')
-    return {"device": "cpu"} if zero[old] else None
+    if zero[old]:
+        notes.append(f'{ZERO}.{old} is deprecated: dsrun reads it as {new} {{"device": "cpu"}}; write that instead')
+        return {"device": "cpu"}
+    notes.append(f"{ZERO}.{old} is deprecated: false means no {new}, as dsrun reads it; remove the key")
+    return None
 
 
 def build_zero(zero: Mapping[str, Any], notes: list[str]) -> ZeroConfig:
@@ -117,10 +120,8 @@ def _check_offload_against_stage(config: ZeroConfig, optimizer_dict: Mapping[str
                                  notes: list[str]) -> None:
     stage = config.stage
     if config.offload_param is not None and config.offload_param.device != "none" and stage < 3:
-        raise UsageError(
-            f"{ZERO}.offload_param needs stage 3 (only stage 3 partitions parameters), but stage is {stage}:"
-            " set stage to 3 or remove offload_param"
-        )
+        notes.append(f"{ZERO}.offload_param is accepted but dsrun does not act on it: only stage 3 partitions"
+                     f" parameters, and stage is {stage} (DeepSpeed ignores it there too)")
     ratio = (optimizer_dict or {}).get("ratio", 1.0)
     if ratio < 1 and stage < 3:
         raise UsageError(

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from dsrun.errors import UsageError
+from dsrun.runtime.progress import say
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,22 @@ def _quiet_exit() -> None:
         dist.destroy_process_group()
 
 
+# Backends that need an accelerator; on a CPU worker a script asking for one of them gets gloo instead.
+_ACCELERATOR_BACKENDS = ("nccl", "ccl", "xccl", "hccl")
+
+
+def _backend(asked: str | None, device: torch.device) -> str:
+    if asked is None:
+        return "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cpu" and asked.lower() in _ACCELERATOR_BACKENDS:
+        # Scripts written for GPUs name "nccl" outright (DeepSpeedExamples do); the job is a CPU job, where gloo is
+        # the backend that works, so say so once instead of failing in torch's device checks.
+        if os.environ.get("RANK", "0") == "0":
+            say(f"note: dist_backend {asked!r} needs GPUs; this job runs on CPU workers, so gloo is used")
+        return "gloo"
+    return asked
+
+
 def init_distributed(
     dist_backend: str | None = None,
     timeout: timedelta = timedelta(minutes=30),
@@ -77,7 +94,7 @@ def init_distributed(
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before the process group, so NCCL binds the right GPU
     if not dist.is_initialized() and dist_init_required is not False:
-        backend = dist_backend or ("nccl" if device.type == "cuda" else "gloo")
+        backend = _backend(dist_backend, device)
         kwargs = {"device_id": device} if backend == "nccl" else {}
         dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
         atexit.register(_quiet_exit)

@@ -38,6 +38,8 @@ def _raw_config(args, config, config_params) -> tuple[dict[str, Any], str]:
     from_args = None
     if args is not None:
         from_args = getattr(args, "deepspeed_config", None) or getattr(args, "config", None)
+        if from_args is None and getattr(args, "deepscale_config", None) is not None:
+            from_args = args.deepscale_config  # DeepSpeed's deprecated name, which it still reads
     if given is not None and from_args is not None:
         raise UsageError("the config was given twice (in args and to initialize()): pass it one way")
     source = given if given is not None else from_args if from_args is not None else os.environ.get("DSRUN_CONFIG")
