@@ -1,4 +1,5 @@
-"""add_config_arguments adds DeepSpeed's flags only, and --local_rank is accepted whether or not a script declares it."""
+"""Entry points DeepSpeed scripts call: add_config_arguments (DeepSpeed's flags only; --local_rank accepted whether or
+not the script declares it) and init_distributed."""
 
 import argparse
 
@@ -24,7 +25,8 @@ def test_local_rank_is_accepted_when_the_script_never_declares_it(monkeypatch):
 def test_deepspeed_flags_and_the_deprecated_deepscale_ones():
     parser = dsrun.add_config_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--deepspeed", "--deepspeed_config", "ds.json", "--deepscale", "--deepscale_config", "o"])
-    assert (args.deepspeed, args.deepspeed_config, args.deepscale, args.deepscale_config) == (True, "ds.json", True, "o")
+    got = (args.deepspeed, args.deepspeed_config, args.deepscale, args.deepscale_config)
+    assert got == (True, "ds.json", True, "o")
     assert parser.parse_args(["--config", "c.json"]).deepspeed_config == "c.json"
 
 
