@@ -32,7 +32,7 @@ ACTED_ON = frozenset({
     "zero_allow_untested_optimizer", "prescale_gradients", "gradient_predivide_factor", "communication_data_type",
     "steps_per_print", "wall_clock_breakdown", "dump_state", "dataloader_drop_last", "seed",
     "tensorboard", "csv_monitor", "wandb",
-    "checkpoint.tag_validation", "checkpoint.keep_last",
+    "checkpoint.tag_validation", "checkpoint.keep_last", "checkpoint.load_rng_state",
 })  # fmt: skip
 
 _ZERO_ON_TORCH = "dsrun builds the ZeRO stages on torch collectives and FSDP2, which have no such setting"

@@ -71,6 +71,7 @@ TAG_VALIDATION_MODES = ("Ignore", "Warn", "Fail")
 CHECKPOINT = {
     "tag_validation": choice(*TAG_VALIDATION_MODES, fold_case=True),
     "keep_last": integer(minimum=1),  # dsrun's own: how many checkpoint tags to keep in the save directory
+    "load_rng_state": boolean,  # dsrun's own: whether load_checkpoint restores the Python/numpy/torch RNG states
     "load_universal": boolean,
     "use_node_local_storage": boolean,
     "parallel_write": other.CHECKPOINT_PARALLEL_WRITE,

@@ -54,6 +54,8 @@ class WandbConfig(MonitorConfig):
 class CheckpointConfig:
     tag_validation: str = "Warn"  # "Ignore" | "Warn" | "Fail"
     keep_last: int | None = None
+    # dsrun's own. Exact resume needs the saved random states; DeepSpeed leaves the generators alone (false).
+    load_rng_state: bool = True
     load_universal: bool = False
     use_node_local_storage: bool = False
 

@@ -31,7 +31,7 @@ class OneCycle(IterationSchedule):
     A stair count n > 0 for a half-cycle holds the scale on n flat levels, floor(position·n)/n.
     After the cycle, with k = it - S + 1 and decay_step_size > 0: lr = min / (1 + decay_lr_rate·k/decay_step_size) and
     β1 = max_mom·(1 + decay_mom_rate·k/decay_step_size); a zero rate or step size keeps lr at min and β1 at max_mom.
-    The constructor sets lr = min and betas = (min_mom, 0.99).
+    The constructor sets lr = min and betas = (min_mom, 0.99); get_mom() before the first step reports max_mom.
     """
 
     def __init__(
@@ -79,7 +79,12 @@ class OneCycle(IterationSchedule):
     def _apply(self) -> None:
         super()._apply()
         if self.cycle_momentum:
-            for group, betas in zip(self.optimizer.param_groups, self.get_mom(), strict=True):
+            moms = self.get_mom()
+            if self.last_batch_iteration == -1:
+                # DeepSpeed's constructor writes min_mom, the momentum the first update then uses, while get_mom()
+                # reports the cycle formula's value (max_mom): both kept as they are.
+                moms = [(self.min_mom, ONE_CYCLE_BETA2)] * self.group_count
+            for group, betas in zip(self.optimizer.param_groups, moms, strict=True):
                 group["betas"] = betas
 
     def _in_cycle(self) -> bool:
@@ -119,9 +124,7 @@ class OneCycle(IterationSchedule):
         """(β1, β2) per param group, or None when momentum is not cycled."""
         if not self.cycle_momentum:
             return None
-        if self.last_batch_iteration == -1:
-            beta1 = self.min_mom  # what DeepSpeed's constructor writes, although the cycle formula would give max
-        elif self._in_cycle():
+        if self._in_cycle():
             beta1 = self.max_mom - (self.max_mom - self.min_mom) * self.cycle_scale()
         elif self.decay_step_size == 0 or self.decay_mom_rate == 0:
             beta1 = self.max_mom

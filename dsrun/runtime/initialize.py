@@ -162,6 +162,9 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
         torch.manual_seed(cfg.seed)
 
     precision = choose_precision(cfg, placement.device)
+    if cfg.zero.stage < 3 and hasattr(model, "_dsrun_stage3_settings"):
+        raise UsageError(f"the model was sharded by an earlier ZeRO stage 3 engine and cannot be used at stage"
+                         f" {cfg.zero.stage}: build a fresh model, or use stage 3 again")
     on_meta = is_meta(model)
     if on_meta:
         check_initialisable(model)

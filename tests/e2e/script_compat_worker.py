@@ -109,6 +109,26 @@ def buffers_stay_local() -> bool:
     return not torch.equal(means[0], means[1])
 
 
+def reinitialize() -> dict:
+    """initialize() twice on one module at stage 3 (load, then initialize again), then with other settings."""
+    found = {}
+    model = build(seed=1)
+    first, *_ = dsrun.initialize(model=model, config=config(3))
+    x, y = data(first.global_rank, 0)
+    first.backward(nn.functional.mse_loss(first(x[:3]), y[:3]))
+    first.step()
+    second, *_ = dsrun.initialize(model=model, config=config(3))
+    second.backward(nn.functional.mse_loss(second(x[:3]), y[:3]))
+    second.step()
+    found["again"] = all(torch.isfinite(full(p)).all().item() for p in model.parameters())
+    try:
+        dsrun.initialize(model=model, config={**config(3), "bf16": {"enabled": True}})
+        found["other settings"] = "no error"
+    except SystemExit as stop:
+        found["other settings"] = stop.code
+    return found
+
+
 def main():
     results = {}
     for stage in range(4):
@@ -117,6 +137,7 @@ def main():
         for variant in ("plain", "meta", "client optimizer"):
             results[f"start z{stage} {variant}"] = rank0_start(stage, variant)
     results["buffers local"] = buffers_stay_local()
+    results["reinitialize z3"] = reinitialize()
     if dist.get_rank() == 0:
         print("RESULTS " + json.dumps(results), flush=True)
 

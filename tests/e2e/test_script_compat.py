@@ -30,6 +30,8 @@ def test_bare_module_forward_rank0_start_and_local_buffers():
         for variant in ("plain", "meta", "client optimizer"):  # every rank starts from rank 0's weights
             assert found[f"start z{stage} {variant}"] == 0.0, (stage, variant, found)
     assert found["buffers local"] is True
+    # A second initialize() on a stage-3 model trains on; other settings than the first engine's stop with exit 2.
+    assert found["reinitialize z3"] == {"again": True, "other settings": 2}
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2])

@@ -98,3 +98,17 @@ def test_a_tag_replaced_when_the_save_was_killed_is_still_found(tmp_path):
     replaced = layout.replaced_dir(tmp_path, "t", "abc")
     replaced.mkdir()
     assert layout.find_tag_dir(tmp_path, "t") == replaced
+
+
+@pytest.mark.parametrize("load_rng_state", [True, False])
+def test_rng_states_are_restored_unless_the_config_says_not_to(engine_factory, tmp_path, load_rng_state):
+    engine = engine_factory(checkpoint={"load_rng_state": load_rng_state})
+    train_one_step(engine)
+    engine.save_checkpoint(tmp_path)
+    at_save = torch.rand(1)
+    torch.manual_seed(123)
+    after_seed = torch.rand(1)
+    torch.manual_seed(123)
+    engine.load_checkpoint(tmp_path)
+    # Restored: the next draw continues from the save; left alone (DeepSpeed's way): it continues from the seed.
+    assert torch.equal(torch.rand(1), at_save if load_rng_state else after_seed)

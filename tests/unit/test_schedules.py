@@ -166,7 +166,8 @@ def test_one_cycle_second_stair_count_defaults_to_the_first():
 def test_one_cycle_momentum_moves_against_the_lr():
     opt = optimizer(0.5, cls=torch.optim.Adam, betas=(0.5, 0.5))
     schedule = build_scheduler(opt, "OneCycle", dict(ONE_CYCLE, decay_mom_rate=0.1, decay_step_size=2))
-    assert opt.param_groups[0]["betas"] == (0.8, 0.99)  # the constructor writes the minimum momentum
+    assert opt.param_groups[0]["betas"] == (0.8, 0.99)  # the constructor writes the minimum momentum...
+    assert schedule.get_mom() == [(0.9, 0.99)]  # ...and reports the cycle's value at its start, as DeepSpeed does
     for iteration in range(12):
         schedule.step()
         beta1, beta2 = opt.param_groups[0]["betas"]

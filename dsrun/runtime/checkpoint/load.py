@@ -112,5 +112,6 @@ def _restore_training_state(engine, saved: dict[str, Any], path: Path, with_sche
         if note and engine.global_rank == 0:
             say(f"warning: {note}")
     rng_file = path / "rng" / f"rank{engine.global_rank}.pt"
-    if rng_file.is_file():  # a rank that did not exist at save time keeps its own generators
+    # A rank that did not exist at save time keeps its own generators.
+    if engine.config.checkpoint.load_rng_state and rng_file.is_file():
         rng.restore(torch.load(rng_file, weights_only=False))

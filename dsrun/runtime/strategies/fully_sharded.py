@@ -13,8 +13,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
+from dsrun.errors import UsageError
 from dsrun.runtime.materialize import is_meta
 from dsrun.runtime.strategies.base import Strategy, StrategyContext, broadcast_from_rank0
 
@@ -78,6 +79,19 @@ def _grad_mark(param: torch.Tensor):
     return None if grad is None else (id(grad), grad._version)
 
 
+def _check_resharding(model: nn.Module, settings: tuple) -> None:
+    """A model an earlier stage-3 engine sharded is used as it is (DeepSpeed's "initialize, load, initialize again"
+    pattern); FSDP2 cannot shard it twice, so other settings than the first engine's would silently not apply."""
+    first = getattr(model, "_dsrun_stage3_settings", None)
+    if first is None:
+        raise UsageError("the model was already sharded with fully_shard outside dsrun: pass the unsharded model")
+    if first != settings:
+        names = ("world size", "compute dtype", "reduce dtype", "CPU offload", "stage3_prefetch_bucket_size")
+        changed = ", ".join(f"{n} {a} -> {b}" for n, a, b in zip(names, first, settings, strict=True) if a != b)
+        raise UsageError(f"the model was sharded by an earlier ZeRO stage 3 engine with other settings ({changed}):"
+                         " build a fresh model for the new engine, or keep those settings")
+
+
 class FullySharded(Strategy):
     sharded = True
 
@@ -85,18 +99,24 @@ class FullySharded(Strategy):
         placement = ctx.placement
         names = {id(p): name for name, p in model.named_parameters()}
         originals = [p for p in model.parameters() if p.requires_grad]
-        if placement.world_size > 1 and not is_meta(model):  # a meta model gets rank 0's values as it materialises
-            broadcast_from_rank0(model, ctx.placement.device)
-        mesh = init_device_mesh(placement.device.type, (placement.world_size,))
         precision = ctx.precision
-        mp_policy = MixedPrecisionPolicy(param_dtype=precision.param_dtype if precision.half else None,
-                                         reduce_dtype=ctx.reduction.dtype)
-        offload = CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu else OffloadPolicy()
-        options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
+        settings = (placement.world_size, precision.param_dtype if precision.half else None, ctx.reduction.dtype,
+                    ctx.offload_cpu, ctx.unit_elements)
         units = group_units(block_runs(model), ctx.unit_elements)
-        for unit in units:
-            fully_shard(unit if len(unit) > 1 else unit[0], **options)
-        fully_shard(model, **options)
+        if isinstance(model, FSDPModule):
+            _check_resharding(model, settings)  # a second initialize() on the same model: keep its shards
+        else:
+            if placement.world_size > 1 and not is_meta(model):  # a meta model gets rank 0's values as it is made
+                broadcast_from_rank0(model, ctx.placement.device)
+            mesh = init_device_mesh(placement.device.type, (placement.world_size,))
+            mp_policy = MixedPrecisionPolicy(param_dtype=settings[1], reduce_dtype=ctx.reduction.dtype)
+            offload = (CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu
+                       else OffloadPolicy())
+            options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
+            for unit in units:
+                fully_shard(unit if len(unit) > 1 else unit[0], **options)
+            fully_shard(model, **options)
+            model._dsrun_stage3_settings = settings  # type: ignore[attr-defined]
         # A parameter a rank's forward left unused still joins its unit's reduce-scatter, with a zero gradient: ranks
         # that took different branches then pair up the same collectives and average exactly, as DDP's
         # find_unused_parameters and stages 1-2 do. What that cannot mend is ranks running different blocks (a
