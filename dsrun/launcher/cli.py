@@ -14,6 +14,7 @@ from typer._click import ClickException  # typer vendors click and re-exports it
 
 from dsrun import __version__
 from dsrun.errors import UsageError
+from dsrun.launcher.abbrev import Flag, expand_prefixes
 
 RESOURCES = "Resources"
 RENDEZVOUS = "Rendezvous"
@@ -191,6 +192,16 @@ def launch(
 from dsrun.launcher.tools_cli import SUBCOMMANDS  # noqa: E402 - after the launch command, which it does not need
 
 
+def _launch_flags() -> dict[str, Flag]:
+    flags = {}
+    for param in typer.main.get_command(app).params:
+        if param.param_type_name == "option":
+            for name in [*param.opts, *param.secondary_opts]:
+                if name.startswith("--"):
+                    flags[name] = Flag(key=param.name or name, takes_value=not param.is_flag)
+    return flags
+
+
 def _fail(message: str, code: int = 2) -> None:
     print(f"dsrun: error: {message}", file=sys.stderr)
     sys.exit(code)
@@ -203,6 +214,8 @@ def main(argv: list[str] | None = None) -> None:
         prog = f"dsrun {args[0]}"
         command = SUBCOMMANDS[args.pop(0)]
     try:
+        if command is app:
+            args = expand_prefixes(args, _launch_flags())
         code = command(args=args, prog_name=prog, standalone_mode=False)
     except UsageError as err:
         _fail(str(err), err.exit_code)

@@ -113,7 +113,8 @@ def test_default_deepspeed_hostfile_is_used_loudly(capsys, tmp_path, monkeypatch
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--num_gpu", "2", TRAIN], "No such option: --num_gpu"),
+        (["--num_gpux", "2", TRAIN], "No such option: --num_gpux"),
+        (["--num", "2", TRAIN], "--num is ambiguous: it could be"),
         (["does_not_exist.py"], "script does_not_exist.py does not exist"),
         (["--num_gpus", "0", TRAIN], "--num_gpus must be at least 1"),
         (["--num_nodes", "2", TRAIN], "needs a hostfile"),
