@@ -44,6 +44,8 @@ _REMOVED = "removed in DeepSpeed 0.19, which refuses it"
 # Why a key is not acted on. A key without its own entry takes its nearest listed ancestor's reason.
 REASONS: dict[str, str] = {
     # Top-level scalars.
+    "cuda_visible_devices": "it is not a DeepSpeed key either (DeepSpeed ignores it); choose GPUs with --include"
+    " or CUDA_VISIBLE_DEVICES",
     "managed_gradient_accumulation": "dsrun always steps the optimizer at the gradient-accumulation boundary",
     "zero_force_ds_cpu_optimizer": "dsrun has no DeepSpeed CPU optimizers to force; the configured torch optimizer"
     " runs wherever its states live",

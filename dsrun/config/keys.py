@@ -122,6 +122,9 @@ TOP_LEVEL: Section = {
     "expert_parallel": other.EXPERT_PARALLEL,
     **other.OTHER_TOP_LEVEL,
     **dict.fromkeys(other.REMOVED_TOP_LEVEL, anything),
+    # Not DeepSpeed keys, but carried by configs in DeepSpeedExamples (imagenet), which DeepSpeed runs: a run with
+    # them must not stop, and the note says where the setting belongs.
+    "cuda_visible_devices": anything,
 }
 
 

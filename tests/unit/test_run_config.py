@@ -351,3 +351,11 @@ def test_keys_deepspeed_tolerates_are_accepted_with_the_right_note():
     # A disabled section's settings take no effect in DeepSpeed either: no note about them.
     assert notes({"fp16": {"enabled": False, "fp16_master_weights_and_grads": True}}) == ()
     assert notes({"fp16": {"enabled": True, "fp16_master_weights_and_grads": True}}) != ()
+
+
+def test_keys_deepspeed_examples_carry_do_not_stop_a_run():
+    # The shape of DeepSpeedExamples' training/imagenet/config/ds_fp16_z1_config.json.
+    raw = {"train_batch_size": 256, "steps_per_print": 10, "optimizer": {"type": "Adam", "params": {"lr": 0.1}},
+           "fp16": {"enabled": True}, "zero_optimization": {"stage": 1}, "cuda_visible_devices": 0}
+    (note,) = parse_run_config(raw).warnings
+    assert note.startswith("cuda_visible_devices is accepted but dsrun does not act on it") and "--include" in note
