@@ -5,7 +5,23 @@ from __future__ import annotations
 import os
 
 import torch.distributed as dist
-from torch.distributed import ReduceOp, all_gather, all_reduce, broadcast, reduce  # noqa: F401 - re-exported
+from torch.distributed import (  # noqa: F401 - re-exported under DeepSpeed's names
+    ReduceOp,
+    all_gather,
+    all_gather_into_tensor,
+    all_reduce,
+    all_to_all_single,
+    broadcast,
+    get_backend,
+    get_global_rank,
+    irecv,
+    isend,
+    new_group,
+    recv,
+    reduce,
+    reduce_scatter_tensor,
+    send,
+)
 
 from dsrun.runtime.distributed import init_distributed  # noqa: F401 - re-exported
 

@@ -81,6 +81,9 @@ def launch(
     no_local_rank: bool = typer.Option(
         False, "--no_local_rank", "--no-local-rank", help="Do not pass --local_rank=N to the script.",
         rich_help_panel=SCRIPT),
+    deepspeed_alias: bool = typer.Option(
+        False, "--deepspeed-alias", "--deepspeed_alias", help="Run SCRIPT with [bold]import deepspeed[/bold] (and"
+        " [bold]from deepspeed.X import Y[/bold]) loading dsrun.", rich_help_panel=SCRIPT),
     config: str | None = typer.Option(
         None, "--config", "--deepspeed_config", help="The run's config (JSON or YAML). Default: the script's "
         "--config/--deepspeed_config argument.", rich_help_panel=SCRIPT, show_default=False),
@@ -160,6 +163,7 @@ def launch(
             remote_python=remote_python,
             remote_cwd=remote_cwd,
             launcher_args=launcher_args,
+            deepspeed_alias=deepspeed_alias,
         )
     )
     if dry_run:

@@ -29,6 +29,7 @@ class LaunchSpec:
     no_python: bool = False
     no_local_rank: bool = False
     bind_cores: bool = False
+    deepspeed_alias: bool = False  # run the script through dsrun.alias: `import deepspeed` loads dsrun
 
 
 @dataclass(frozen=True)
@@ -109,12 +110,13 @@ def launcher_for(world: Pool, force_multi: bool) -> str:
 
 def command_for(spec: LaunchSpec, local_rank: int) -> list[str]:
     local_rank_arg = [] if spec.no_local_rank else [f"--local_rank={local_rank}"]
+    alias = ["-m", "dsrun.alias"] if spec.deepspeed_alias else []
     if spec.no_python:
         head = [spec.script]
     elif spec.module:
-        head = [spec.python, "-u", "-m", spec.script]
+        head = [spec.python, "-u", *alias, "-m", spec.script]
     else:
-        head = [spec.python, "-u", spec.script]
+        head = [spec.python, "-u", *alias, spec.script]
     return head + local_rank_arg + list(spec.script_args)
 
 

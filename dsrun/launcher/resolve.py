@@ -52,6 +52,7 @@ class LaunchOptions:
     remote_python: str | None = None
     remote_cwd: str | None = None
     launcher_args: str = ""
+    deepspeed_alias: bool = False
 
 
 def _local_pool(devices: devices_mod.LocalDevices, opts: LaunchOptions, cores: list[int]) -> Pool:
@@ -117,6 +118,8 @@ def _config(opts: LaunchOptions, world_size: int, notes: list[str]) -> tuple[str
 def _check_script(opts: LaunchOptions) -> None:
     if opts.module and opts.no_python:
         raise UsageError("--module and --no_python exclude each other: a module needs python to run it")
+    if opts.deepspeed_alias and opts.no_python:
+        raise UsageError("--deepspeed-alias and --no_python exclude each other: the alias works inside python")
     if opts.module:
         return
     if opts.no_python:
@@ -190,6 +193,7 @@ def plan_launch(opts: LaunchOptions) -> WorldPlan:
         no_python=opts.no_python,
         no_local_rank=opts.no_local_rank,
         bind_cores=opts.bind_cores_to_rank,
+        deepspeed_alias=opts.deepspeed_alias,
     )
     plan = build_plan(
         spec,

@@ -29,8 +29,16 @@ class Placement:
 
 
 def _wants_cuda() -> bool:
-    # The launcher decides CPU vs GPU once for the whole job (--device); a worker follows it.
-    return os.environ.get("DSRUN_ACCELERATOR", "cuda") != "cpu" and torch.cuda.is_available()
+    """The launcher decides CPU vs GPU once for the whole job (--device); a worker follows it, as
+    dsrun.accelerator.get_accelerator() does, so a script and the runtime never end up on different devices."""
+    from dsrun.accelerator.selection import choose
+
+    if choose() != "cuda":
+        return False
+    if not torch.cuda.is_available():
+        raise UsageError("this worker was started for GPUs, but its torch sees none (a CPU-only torch build, or no"
+                         " device visible): install a CUDA build of torch, or launch with --device cpu")
+    return True
 
 
 def _device(local_rank: int) -> torch.device:

@@ -1,4 +1,4 @@
-"""`dsrun.utils`: small helpers DeepSpeed scripts import from `deepspeed.utils`."""
+"""RepeatingLoader: a loader iterated forever, as DeepSpeed's pipeline examples use it."""
 
 from __future__ import annotations
 
