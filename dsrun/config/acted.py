@@ -23,6 +23,10 @@ ACTED_ON = frozenset({
     "gradient_clipping",
     "zero_optimization.stage", "zero_optimization.reduce_bucket_size", "zero_optimization.allgather_bucket_size",
     "zero_optimization.ignore_unused_parameters",
+    # Whether engine.save_16bit_model writes a file at stage 3 (and its deprecated fp16 spelling).
+    "zero_optimization.stage3_gather_16bit_weights_on_model_save",
+    "zero_optimization.gather_16bit_weights_on_model_save",
+    "zero_optimization.stage3_gather_fp16_weights_on_model_save",
     "zero_optimization.stage3_prefetch_bucket_size", "zero_optimization.prefetch_bucket_size",
     "zero_optimization.offload_optimizer.device", "zero_optimization.offload_optimizer.pin_memory",
     "zero_optimization.offload_param.device", "zero_optimization.offload_param.pin_memory",
@@ -89,12 +93,6 @@ REASONS: dict[str, str] = {
     "zero_optimization.elastic_checkpoint": "dsrun's checkpoints (torch.distributed.checkpoint) load at any world"
     " size already",
     "zero_optimization.load_from_fp32_weights": "dsrun's checkpoints always restore the fp32 weights",
-    "zero_optimization.stage3_gather_16bit_weights_on_model_save": "dsrun saves full weights through"
-    " torch.distributed.checkpoint, so nothing needs gathering first",
-    "zero_optimization.gather_16bit_weights_on_model_save": "dsrun saves full weights through"
-    " torch.distributed.checkpoint, so nothing needs gathering first",
-    "zero_optimization.stage3_gather_fp16_weights_on_model_save": "deprecated alias of"
-    " stage3_gather_16bit_weights_on_model_save; dsrun saves full weights through torch.distributed.checkpoint",
     "zero_optimization.stage3_param_persistence_threshold": _NO_PERSISTENT,
     "zero_optimization.param_persistence_threshold": _NO_PERSISTENT,
     "zero_optimization.stage3_model_persistence_threshold": _NO_PERSISTENT,

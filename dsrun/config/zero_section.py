@@ -38,6 +38,7 @@ class ZeroConfig:
     contiguous_gradients: bool = True
     reduce_scatter: bool = True
     ignore_unused_parameters: bool = True
+    gather_16bit_weights_on_model_save: bool = False  # stage 3: whether save_16bit_model writes a file
 
 
 def expand_legacy_zero(raw: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
@@ -99,6 +100,8 @@ def build_zero(zero: Mapping[str, Any], notes: list[str]) -> ZeroConfig:
         contiguous_gradients=zero.get("contiguous_gradients", True),
         reduce_scatter=zero.get("reduce_scatter", True),
         ignore_unused_parameters=zero.get("ignore_unused_parameters", True),
+        gather_16bit_weights_on_model_save=_stage3_setting(
+            zero, "gather_16bit_weights_on_model_save", zero.get("stage3_gather_fp16_weights_on_model_save", False)),
     )
     _check_offload_against_stage(config, optimizer_dict, notes)
     if stage == 3 and not config.ignore_unused_parameters:

@@ -177,12 +177,23 @@ class Engine(nn.Module):
 
     # -- checkpoints: every rank must call these ----------------------------------------------------------------
     def save_checkpoint(self, save_dir, tag: str | None = None, client_state: dict | None = None,
-                        save_latest: bool = True) -> bool:
+                        save_latest: bool = True, exclude_frozen_parameters: bool = False) -> bool:
         """Save to `save_dir/tag` (default tag `global_step{N}`) and point `save_dir/latest` at it."""
         from dsrun.runtime.checkpoint import save_checkpoint
 
         with exit_on_usage_error():
-            return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest)
+            return save_checkpoint(self, save_dir, tag=tag, client_state=client_state, save_latest=save_latest,
+                                   exclude_frozen_parameters=exclude_frozen_parameters)
+
+    def save_16bit_model(self, save_dir, save_filename: str = "pytorch_model.bin",
+                         exclude_frozen_parameters: bool = False) -> bool:
+        """Write the model's weights in the training dtype to `save_dir/save_filename` (every rank must call it)."""
+        from dsrun.runtime.checkpoint.weights16 import save_16bit_model
+
+        return save_16bit_model(self, save_dir, save_filename, exclude_frozen_parameters)
+
+    def zero_gather_16bit_weights_on_model_save(self) -> bool:
+        return self.config.zero.gather_16bit_weights_on_model_save
 
     def load_checkpoint(self, load_dir, tag: str | None = None, load_optimizer_states: bool = True,
                         load_lr_scheduler_states: bool = True, load_module_only: bool = False):

@@ -185,7 +185,7 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
     if torch_optimizer is not None:
         check_shardable(torch_optimizer, cfg.zero.stage, cfg.zero_allow_untested_optimizer,
                         lambda m: rank0 and say(f"warning: {m}"))
-    elif cfg.zero.stage > 0:
+    elif cfg.zero.stage in (1, 2):  # they shard the optimizer; stage 3 without one runs forward only, as DeepSpeed's
         raise UsageError(f"ZeRO stage {cfg.zero.stage} needs an optimizer: add an \"optimizer\" section or pass"
                          " optimizer= to dsrun.initialize")
 

@@ -4,6 +4,7 @@
                  every stage; prints what the loaded optimizer state looks like
     dirs DIR     each rank passes its own directory (a per-rank timestamp): must stop, publishing nothing
     tags DIR     each rank passes its own tag, with tag_validation Fail and Warn
+    weights DIR  save_16bit_model at every stage (bf16), exclude_frozen_parameters, a stage-3 engine without optimizer
 """
 
 import json
@@ -91,9 +92,46 @@ def tags(root: str) -> dict:
     return found
 
 
+def weights(root: str) -> dict:
+    found = {}
+    for stage in range(4):
+        zero = {"stage": stage, "stage3_gather_16bit_weights_on_model_save": True}
+        engine, *_ = dsrun.initialize(model=WithPooler(), config=config(stage, bf16={"enabled": True},
+                                                                         zero_optimization=zero))
+        train(engine)
+        wrote = engine.save_16bit_model(f"{root}/z{stage}", "model.bin")
+        expected = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().to(torch.bfloat16).cpu()
+                    for k, v in engine.module.state_dict().items()}
+        if engine.global_rank == 0:
+            saved = torch.load(f"{root}/z{stage}/model.bin")
+            plain = WithPooler().to(torch.bfloat16)
+            plain.load_state_dict(saved)  # a plain model takes the file as it is
+            found[f"z{stage}"] = {"wrote": wrote, "dtype": str(saved["encoder.weight"].dtype),
+                                  "equal": all(torch.equal(saved[k], v) for k, v in expected.items())}
+    engine, *_ = dsrun.initialize(model=WithPooler(), config=config(3))
+    found["z3 without gather"] = engine.save_16bit_model(f"{root}/nogather")
+    frozen = WithPooler()
+    frozen.encoder.requires_grad_(False)
+    engine, *_ = dsrun.initialize(model=frozen, config=config(2))
+    train(engine)
+    engine.save_16bit_model(f"{root}/frozen", exclude_frozen_parameters=True)
+    engine.save_checkpoint(f"{root}/frozen_ckpt", exclude_frozen_parameters=True)
+    reloaded_model = WithPooler()
+    reloaded_model.encoder.requires_grad_(False)
+    reloaded, *_ = dsrun.initialize(model=reloaded_model, config=config(2))
+    reloaded.load_checkpoint(f"{root}/frozen_ckpt")
+    found["frozen reload head equal"] = bool(torch.equal(reloaded.module.head.weight, engine.module.head.weight))
+    if engine.global_rank == 0:
+        found["frozen keys"] = sorted(torch.load(f"{root}/frozen/pytorch_model.bin"))
+    forward_only, optimizer, *_ = dsrun.initialize(model=WithPooler(), config={"train_micro_batch_size_per_gpu": 2,
+                                                                               "zero_optimization": {"stage": 3}})
+    found["z3 forward only"] = [optimizer is None, list(forward_only(torch.ones(2, 4)).shape)]
+    return found
+
+
 def main():
     mode, root = sys.argv[1], sys.argv[2]
-    result = {"unused": unused, "dirs": dirs, "tags": tags}[mode](root)
+    result = {"unused": unused, "dirs": dirs, "tags": tags, "weights": weights}[mode](root)
     if dist.get_rank() == 0:
         print("RESULTS " + json.dumps(result), flush=True)
 

@@ -45,3 +45,15 @@ def test_different_tags_follow_tag_validation(tmp_path):
     assert found["Warn"] == "saved" and "using rank 0's tag" in result.stderr
     assert (tmp_path / "Warn" / "tag0").is_dir() and not (tmp_path / "Warn" / "tag1").exists()
     assert not (tmp_path / "Fail").exists()
+
+
+def test_16bit_model_frozen_parameters_and_a_forward_only_stage3_engine(tmp_path):
+    result = launch("weights", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = marked(result.stdout, "RESULTS")
+    for stage in range(4):  # the training dtype, whole, loadable into a plain model
+        assert found[f"z{stage}"] == {"wrote": True, "dtype": "torch.bfloat16", "equal": True}, stage
+    assert found["z3 without gather"] is False and "stage3_gather_16bit_weights_on_model_save" in result.stderr
+    assert found["frozen keys"] == ["head.bias", "head.weight", "pooler.bias", "pooler.weight"]
+    assert found["frozen reload head equal"] is True
+    assert found["z3 forward only"] == [True, [2, 1]]

@@ -48,11 +48,16 @@ def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_sta
     if with_optimizer:
         ensure_optimizer_state(engine.optimizer, list(engine.strategy.masters.values()))
     mapper = StateMapper(engine)
+    saved_keys = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
     wanted: dict[str, Any] = {"model": mapper.model_state()}
+    # Frozen parameters left out by save_checkpoint(exclude_frozen_parameters=True) keep their current values.
+    for name, param in engine.module.named_parameters():
+        if not param.requires_grad and f"model.{name}" not in saved_keys:
+            wanted["model"].pop(name, None)
     stateless: list[str] = []
     if with_optimizer:
         wanted["optimizer"] = mapper.optimizer_state()
-        stateless = _drop_unsaved_state(wanted["optimizer"], path)
+        stateless = _drop_unsaved_state(wanted["optimizer"], saved_keys)
     with torch.no_grad():
         dcp.load(wanted, checkpoint_id=str(path))
     mapper.finish_load()
@@ -69,14 +74,13 @@ def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_sta
     return str(path), saved.get("client_state")
 
 
-def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], path: Path) -> list[str]:
+def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], saved: set[str]) -> list[str]:
     """Leave out optimizer entries the checkpoint does not have; returns the parameters that had none at all.
 
     A parameter the optimizer never stepped before the save (frozen then, or never given a gradient by an older
     dsrun) has no state in the checkpoint, while this engine made state for every parameter to have tensors to load
     into. Asking DCP for it would fail the whole load.
     """
-    saved = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
     stateless = []
     for name, entries in wanted.items():
         absent = [key for key in entries if f"optimizer.{name}.{key}" not in saved]

@@ -56,7 +56,7 @@ def engine_state(engine, client_state: dict[str, Any]) -> dict[str, Any]:
 
 
 def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict | None = None,
-                    save_latest: bool = True) -> bool:
+                    save_latest: bool = True, exclude_frozen_parameters: bool = False) -> bool:
     engine._checkpoint_calls += 1
     all_ranks_arrive("save_checkpoint", engine._checkpoint_calls)
     wanted_tag = tag if tag is not None else f"global_step{engine.global_steps}"
@@ -68,7 +68,7 @@ def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict
     staged.mkdir(parents=True, exist_ok=True)
 
     mapper = StateMapper(engine)
-    tensors: dict[str, Any] = {"model": mapper.model_state()}
+    tensors: dict[str, Any] = {"model": mapper.model_state(exclude_frozen=exclude_frozen_parameters)}
     if engine.optimizer is not None:
         tensors["optimizer"] = mapper.optimizer_state()
     # No fsync per shard (torch.save does none either; it made saves ~1.5x slower here): the rename protocol

@@ -60,9 +60,13 @@ class StateMapper:
         stride = torch.empty(shape, device="meta").stride()
         return DTensor.from_local(local, self.mesh, [Shard(0)], run_check=False, shape=shape, stride=stride)
 
-    def model_state(self) -> dict[str, torch.Tensor]:
+    def model_state(self, exclude_frozen: bool = False) -> dict[str, torch.Tensor]:
+        """Trainable parameters as their masters, plus the module's other entries (buffers, frozen parameters:
+        left out with `exclude_frozen`, as DeepSpeed's exclude_frozen_parameters does)."""
         masters = {self.names[p]: self._global(p, m) for p, m in self.strategy.masters.items()}
-        others = {k: v for k, v in self.engine.module.state_dict().items() if k not in masters}
+        frozen = {name for name, p in self.engine.module.named_parameters() if not p.requires_grad}
+        others = {k: v for k, v in self.engine.module.state_dict().items()
+                  if k not in masters and not (exclude_frozen and k in frozen)}
         return {**others, **masters}
 
     def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
