@@ -47,6 +47,8 @@ def _chunks(pairs: list, budget: int | None):
 
 
 class Engine(nn.Module):
+    _made = 0  # engines created in this process (a GAN script has two): progress lines then say which one
+
     def __init__(self, *, model: nn.Module, strategy: Strategy, cfg, batch: BatchMath, placement, precision: Precision,
                  optimizer, lr_scheduler, loss_scaler, param_names: dict, dataloader=None, monitor=None,
                  monitoring: bool = False):
@@ -75,6 +77,8 @@ class Engine(nn.Module):
         self._timers = Timers(cfg.wall_clock_breakdown, placement.device)
         self._throughput = Throughput()
         self._last_update_end = time.perf_counter()
+        Engine._made += 1
+        self._number = Engine._made
         self.monitor = monitor  # rank 0's recorder of StepStats (CSV, TensorBoard, wandb, summary), or None
         self._monitoring = monitoring  # the same on every rank: whether each step's loss is gathered for rank 0
 
@@ -310,6 +314,8 @@ class Engine(nn.Module):
     def _print_progress(self, stats: StepStats) -> None:
         lrs = ",".join(f"{lr:.3e}" for lr in self.get_lr())
         line = f"step {stats.step} loss {stats.loss:.4f} lr {lrs} samples/s {self._throughput.rate():.1f}"
+        if Engine._made > 1:
+            line = f"engine {self._number} ({type(self.module).__name__}): {line}"
         if stats.loss_scale is not None:
             line += f" loss_scale {stats.loss_scale:g}"
         if stats.skipped_steps:
