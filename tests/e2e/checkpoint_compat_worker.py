@@ -4,6 +4,7 @@
                  every stage; prints what the loaded optimizer state looks like
     dirs DIR     each rank passes its own directory (a per-rank timestamp): must stop, publishing nothing
     tags DIR     each rank passes its own tag, with tag_validation Fail and Warn
+    ranklocal DIR  a client optimizer keeping per-shard state (not element-wise) at stages 1-2: save, load, go on
     weights DIR  save_16bit_model at every stage (bf16), exclude_frozen_parameters, a stage-3 engine without optimizer
 """
 
@@ -129,9 +130,49 @@ def weights(root: str) -> dict:
     return found
 
 
+class ShardNormSGD(torch.optim.SGD):
+    """SGD that also keeps, per parameter, the norm of the gradient it saw: one value per tensor (shape (1,)), so
+    under row sharding each rank holds the norm of its own rows, not an element-wise slice of anything."""
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    state = self.state[p]
+                    state["grad_norm"] = p.grad.norm().reshape(1).clone()
+                    state["seen"] = state.get("seen", torch.zeros(1)) + 1
+        return super().step(closure)
+
+
+def ranklocal(root: str) -> dict:
+    found = {}
+    for stage in (1, 2):
+        cfg = {"train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": stage},
+               "zero_allow_untested_optimizer": True}
+        model = WithPooler()
+        engine, optimizer, *_ = dsrun.initialize(model=model, optimizer=ShardNormSGD(model.parameters(), lr=0.1),
+                                                 config=cfg)
+        train(engine)
+        engine.save_checkpoint(f"{root}/z{stage}")
+        saved = {name: optimizer.state[m]["grad_norm"].clone() for name, m in
+                 ((engine.param_names[p], m) for p, m in engine.strategy.masters.items())}
+        model = WithPooler()
+        fresh, fresh_optimizer, *_ = dsrun.initialize(model=model, optimizer=ShardNormSGD(model.parameters(), lr=0.1),
+                                                      config=cfg)
+        fresh.load_checkpoint(f"{root}/z{stage}")
+        loaded = {fresh.param_names[p]: fresh_optimizer.state[m] for p, m in fresh.strategy.masters.items()}
+        same = all(torch.equal(loaded[n]["grad_norm"], v) and loaded[n]["seen"].item() == 2 for n, v in saved.items())
+        everyone = [None, None]
+        dist.all_gather_object(everyone, same)
+        train(fresh, 1)
+        found[f"z{stage}"] = everyone
+    return found
+
+
 def main():
     mode, root = sys.argv[1], sys.argv[2]
-    result = {"unused": unused, "dirs": dirs, "tags": tags, "weights": weights}[mode](root)
+    result = {"unused": unused, "dirs": dirs, "tags": tags, "weights": weights, "ranklocal": ranklocal}[mode](root)
     if dist.get_rank() == 0:
         print("RESULTS " + json.dumps(result), flush=True)
 

@@ -57,3 +57,9 @@ def test_16bit_model_frozen_parameters_and_a_forward_only_stage3_engine(tmp_path
     assert found["frozen keys"] == ["head.bias", "head.weight", "pooler.bias", "pooler.weight"]
     assert found["frozen reload head equal"] is True
     assert found["z3 forward only"] == [True, [2, 1]]
+
+
+def test_optimizer_state_that_is_not_element_wise_saves_per_rank_at_stages_1_and_2(tmp_path):
+    result = launch("ranklocal", tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert marked(result.stdout, "RESULTS") == {"z1": [True, True], "z2": [True, True]}

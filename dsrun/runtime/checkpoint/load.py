@@ -58,6 +58,15 @@ def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_sta
     if with_optimizer:
         wanted["optimizer"] = mapper.optimizer_state()
         stateless = _drop_unsaved_state(wanted["optimizer"], saved_keys)
+        rank_local = mapper.rank_local_optimizer_state()
+        if rank_local and saved.get("world_size") == engine.world_size:  # one rank's shard, so the same world only
+            key = f"optimizer_rank{engine.global_rank}"
+            _drop_unsaved_state(rank_local, saved_keys, prefix=key)
+            wanted[key] = rank_local
+        elif rank_local and engine.global_rank == 0:
+            say(f"warning: {path} was saved by {saved.get('world_size')} ranks; the optimizer's state that is not"
+                f" element-wise ({', '.join(sorted(rank_local))[:200]}) belongs to one rank's shard, so it starts"
+                f" afresh at {engine.world_size}")
     with torch.no_grad():
         dcp.load(wanted, checkpoint_id=str(path))
     mapper.finish_load()
@@ -74,7 +83,7 @@ def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_sta
     return str(path), saved.get("client_state")
 
 
-def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], saved: set[str]) -> list[str]:
+def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], saved: set[str], prefix: str = "optimizer") -> list[str]:
     """Leave out optimizer entries the checkpoint does not have; returns the parameters that had none at all.
 
     A parameter the optimizer never stepped before the save (frozen then, or never given a gradient by an older
@@ -83,7 +92,7 @@ def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], saved: set[str]) -> l
     """
     stateless = []
     for name, entries in wanted.items():
-        absent = [key for key in entries if f"optimizer.{name}.{key}" not in saved]
+        absent = [key for key in entries if f"{prefix}.{name}.{key}" not in saved]
         for key in absent:
             del entries[key]
         if absent and not entries:

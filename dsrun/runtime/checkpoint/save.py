@@ -71,6 +71,9 @@ def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict
     tensors: dict[str, Any] = {"model": mapper.model_state(exclude_frozen=exclude_frozen_parameters)}
     if engine.optimizer is not None:
         tensors["optimizer"] = mapper.optimizer_state()
+        rank_local = mapper.rank_local_optimizer_state()
+        if rank_local:
+            tensors[f"optimizer_rank{engine.global_rank}"] = rank_local
     # No fsync per shard (torch.save does none either; it made saves ~1.5x slower here): the rename protocol
     # survives any process being killed, not a power cut before the page cache reaches the disk.
     dcp.save(tensors, storage_writer=dcp.FileSystemWriter(str(staged), sync_files=False))

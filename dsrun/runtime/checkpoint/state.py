@@ -69,14 +69,33 @@ class StateMapper:
                   if k not in masters and not (exclude_frozen and k in frozen)}
         return {**others, **masters}
 
+    def _rank_local(self, master: torch.Tensor, value: torch.Tensor) -> bool:
+        """Optimizer state shaped unlike its master (a 0-d scalar aside) at a row-sharded stage: this rank's own
+        value for its shard (a client optimizer's per-shard norm, say), which no global layout describes."""
+        return self.row_sharded and value.dim() > 0 and value.shape != master.shape
+
     def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Each parameter's element-wise (and scalar) optimizer state, as global tensors."""
         optimizer = self.engine.optimizer
         state: dict[str, dict[str, torch.Tensor]] = {}
         for param, master in self.strategy.masters.items():
             entries = optimizer.state.get(master, {})
             state[self.names[param]] = {
-                key: self._global(param, value) for key, value in entries.items() if isinstance(value, torch.Tensor)
+                key: self._global(param, value) for key, value in entries.items()
+                if isinstance(value, torch.Tensor) and not self._rank_local(master, value)
             }
+        return state
+
+    def rank_local_optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
+        """The state optimizer_state leaves out: saved per rank, as DeepSpeed saves every rank's optimizer state, and
+        loaded back into the same rank (a run at another world size starts it afresh)."""
+        optimizer = self.engine.optimizer
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for param, master in self.strategy.masters.items():
+            local = {key: value for key, value in optimizer.state.get(master, {}).items()
+                     if isinstance(value, torch.Tensor) and self._rank_local(master, value)}
+            if local:
+                state[self.names[param]] = local
         return state
 
     def finish_load(self) -> None:
