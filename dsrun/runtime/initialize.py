@@ -16,6 +16,7 @@ from dsrun.errors import UsageError, exit_on_usage_error
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
+from dsrun.runtime.lamb import Lamb
 from dsrun.runtime.materialize import check_initialisable, is_meta, materialize, materialize_sharded
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
 from dsrun.runtime.optim import (
@@ -182,6 +183,8 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
         materialize_sharded(model, placement.device)
 
     torch_optimizer = _optimizer(optimizer, cfg, groups, strategy, placement.device, rank0)
+    if isinstance(torch_optimizer, Lamb) and cfg.zero.stage in (1, 2) and placement.world_size > 1:
+        torch_optimizer.norm_group = "world"  # row shards: Lamb's per-tensor norms are summed over the ranks
     if torch_optimizer is not None:
         check_shardable(torch_optimizer, cfg.zero.stage, cfg.zero_allow_untested_optimizer,
                         lambda m: rank0 and say(f"warning: {m}"))

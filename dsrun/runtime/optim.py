@@ -13,9 +13,10 @@ from typing import Any, Callable
 import torch
 
 from dsrun.errors import UsageError
+from dsrun.runtime.lamb import Lamb
 
 # DeepSpeed's own optimizer names (case-insensitive there) that need its fused kernels; dsrun has no equivalent.
-_DEEPSPEED_ONLY = ("lamb", "lion", "muadam", "muadamw", "musgd", "muon", "onebitadam", "zerooneadam", "onebitlamb")
+_DEEPSPEED_ONLY = ("lion", "muadam", "muadamw", "musgd", "muon", "onebitadam", "zerooneadam", "onebitlamb")
 
 # Optimizers whose update of an element depends only on that element's own history, so stepping a shard of a
 # parameter is exactly stepping the whole parameter. Others (LBFGS, per-tensor norms) are "untested" under ZeRO.
@@ -23,6 +24,11 @@ ELEMENTWISE = (
     torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD, torch.optim.Adagrad, torch.optim.RMSprop,
     torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam, torch.optim.Adadelta, torch.optim.ASGD,
 )
+
+# Not element-wise (per-tensor norms), but exact on shards: its norms are summed over the ranks holding them (Lamb's
+# norm_group for row shards, a DTensor's mesh for stage 3). Not in ELEMENTWISE: the engine must step it with every
+# gradient at once, never chunk by chunk.
+SHARD_EXACT = (Lamb,)
 
 
 @dataclass
@@ -48,6 +54,9 @@ def _torch_choices() -> str:
 
 
 def recipe_from_config(type_name: str, params: dict[str, Any]) -> OptimizerRecipe:
+    if type_name.lower() == "lamb":
+        # DeepSpeed passes the params to FusedLamb as they are: an Adam-only key there is a bad parameter here.
+        return OptimizerRecipe(Lamb, dict(params))
     params = dict(params)
     adam_w_mode = params.pop("adam_w_mode", True)
     params.pop("torch_adam", None)  # dsrun always uses torch's Adam; the flag chose between implementations
@@ -60,13 +69,13 @@ def recipe_from_config(type_name: str, params: dict[str, Any]) -> OptimizerRecip
     elif lowered in _DEEPSPEED_ONLY:
         raise UsageError(
             f"optimizer.type {type_name!r} needs DeepSpeed's fused kernels, which dsrun does not have:"
-            f" use Adam, AdamW or a torch.optim class ({_torch_choices()})"
+            f" use Adam, AdamW, Lamb or a torch.optim class ({_torch_choices()})"
         )
     else:
         cls = _torch_class(type_name)
         if cls is None:
             raise UsageError(
-                f"optimizer.type {type_name!r} is not known: use Adam, AdamW, Adagrad or a torch.optim class"
+                f"optimizer.type {type_name!r} is not known: use Adam, AdamW, Adagrad, Lamb or a torch.optim class"
                 f" by its exact name ({_torch_choices()})"
             )
     return OptimizerRecipe(cls, params)
@@ -109,14 +118,15 @@ def build_optimizer(recipe: OptimizerRecipe, groups: list[dict[str, Any]], devic
 
 
 def check_shardable(optimizer: torch.optim.Optimizer, stage: int, allow_untested: bool, warn) -> None:
-    """Refuse (or, when allowed, warn about) a ZeRO-sharded optimizer whose update is not element-wise."""
-    if stage == 0 or isinstance(optimizer, ELEMENTWISE):
+    """Refuse (or, when allowed, warn about) a ZeRO-sharded optimizer whose update is not element-wise and that
+    does not make its per-tensor statistics whole itself (Lamb does)."""
+    if stage == 0 or isinstance(optimizer, ELEMENTWISE + SHARD_EXACT):
         return
     name = type(optimizer).__name__
     if not allow_untested:
         raise UsageError(
             f"ZeRO stage {stage} shards the optimizer, which is exact only for element-wise optimizers (Adam, AdamW,"
-            f" SGD, Adagrad, RMSprop, ...); {name} is not one: set \"zero_allow_untested_optimizer\": true"
+            f" SGD, Adagrad, RMSprop, ...) and Lamb; {name} is not one: set \"zero_allow_untested_optimizer\": true"
             " to run it anyway, or use stage 0"
         )
     warn(f"{name} runs sharded under ZeRO stage {stage}: per-tensor statistics see only this rank's shard")

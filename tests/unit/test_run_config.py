@@ -56,9 +56,9 @@ def test_zero3_offload_example():
     assert warned_paths(config) == {
         f"zero_optimization.{key}" for key in (
             "overlap_comm", "contiguous_gradients", "sub_group_size", "stage3_param_persistence_threshold",
-            "stage3_max_live_parameters", "stage3_max_reuse_distance",
-            "stage3_gather_16bit_weights_on_model_save")
+            "stage3_max_live_parameters", "stage3_max_reuse_distance")
     }  # fmt: skip
+    assert config.zero.gather_16bit_weights_on_model_save  # read by engine.save_16bit_model
     assert config.batch(8).gradient_accumulation_steps == 2
     assert config.raw is ZERO3_OFFLOAD
 
@@ -140,7 +140,7 @@ def test_hf_all_auto_template():
     assert warned_paths(config) == {
         f"zero_optimization.{key}" for key in (
             "overlap_comm", "contiguous_gradients", "sub_group_size", "stage3_max_live_parameters",
-            "stage3_max_reuse_distance", "stage3_gather_16bit_weights_on_model_save")
+            "stage3_max_reuse_distance")
     }  # fmt: skip
     with pytest.raises(UsageError, match="sets neither train_batch_size nor train_micro_batch_size_per_gpu"):
         config.batch(2)
