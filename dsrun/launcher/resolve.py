@@ -110,8 +110,10 @@ def _config(opts: LaunchOptions, world_size: int, notes: list[str]) -> tuple[str
             raise
         notes.append(f"the script's --config {path} was not used as the run config: {err}")
         return None, None
-    # The whole config is checked here, before any worker starts, not in every worker after it imported torch.
-    parse_run_config(config, source=path)
+    # The whole config is checked here, before any worker starts, not in every worker after it imported torch; what
+    # rank 0 would say about it (keys without effect, deprecations) is in the plan, so the dry run shows it.
+    typed = parse_run_config(config, source=path)
+    notes.extend(f"{path}: {warning}" for warning in typed.warnings)
     return str(Path(path).resolve()), resolve_batch(config, world_size)
 
 

@@ -102,6 +102,18 @@ def test_script_config_that_is_not_a_deepspeed_config_is_noted(capsys, tmp_path)
     assert any("was not used as the run config" in note for note in plan["notes"])
 
 
+def test_the_dry_run_shows_what_the_config_would_warn_about(capsys, tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text('{"train_batch_size": 4, "zero_optimization": {"stage": 2, "overlap_comm": true},'
+                      ' "flops_profiler": {"enabled": true}}')
+    plan = dry_json(capsys, "--num_gpus", "2", "--config", str(config), TRAIN)
+    notes = [n for n in plan["notes"] if n.startswith(f"{config}: ")]
+    assert len(notes) == 2 and "overlap_comm is accepted but dsrun does not act on it" in notes[0]
+    assert "flops_profiler is accepted but dsrun does not act on it" in notes[1]
+    code, out, _ = run(capsys, "--dry-run", "--num_gpus", "2", "--config", str(config), TRAIN)
+    assert code == 0 and "flops_profiler is accepted" in " ".join(out.split())
+
+
 def test_default_deepspeed_hostfile_is_used_loudly(capsys, tmp_path, monkeypatch):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n")
