@@ -53,8 +53,8 @@ def ssh_floor(cluster: Cluster, hosts: int) -> float:
     """Seconds to connect to `hosts` hosts in parallel and run `true` on each, with dsrun's own SSH code."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from dsrun.launcher.ssh import connect
-    from dsrun.launcher.sshconfig import resolve_target
+    from dsrun.launcher.backends.ssh.config import resolve_target
+    from dsrun.launcher.backends.ssh.connection import connect
 
     def one(host: str) -> None:
         client = connect(resolve_target(host))

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from bench.stats import summary
 from bench.timing import BenchError, time_command
-from dsrun.launcher import render
-from dsrun.launcher.resolve import LaunchOptions, plan_launch
+from dsrun.launcher.plan import render
+from dsrun.launcher.plan.resolve import LaunchOptions, plan_launch
 
 NAME = "plan-scale"
 HOST_COUNTS = (8, 128, 1024)

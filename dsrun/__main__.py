@@ -1,3 +1,3 @@
-from dsrun.launcher.cli import main
+from dsrun.cli import main
 
 main()

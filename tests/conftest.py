@@ -3,7 +3,7 @@ import os
 import pytest
 import torch.distributed as dist
 
-from dsrun.launcher import devices
+from dsrun.launcher.plan import devices
 
 
 @pytest.fixture(autouse=True)

@@ -54,7 +54,7 @@ def _device(local_rank: int) -> torch.device:
 def _fill_single_process_env() -> None:
     if "RANK" in os.environ or "WORLD_SIZE" in os.environ:
         return
-    from dsrun.launcher.ports import free_port  # no torch there; just a free local port
+    from dsrun.launcher.plan.ports import free_port  # no torch there; just a free local port
 
     os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1", MASTER_ADDR="127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(free_port()))

@@ -2,9 +2,9 @@
 
 import pytest
 
+from dsrun.cli.abbrev import expand_prefixes
+from dsrun.cli.launch import _launch_flags
 from dsrun.errors import UsageError
-from dsrun.launcher.abbrev import expand_prefixes
-from dsrun.launcher.cli import _launch_flags
 
 FLAGS = _launch_flags()
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from dsrun.launcher import resolve
-from dsrun.launcher.cli import main
+from dsrun.cli.launch import main
+from dsrun.launcher.plan import resolve
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = str(REPO / "examples" / "train.py")

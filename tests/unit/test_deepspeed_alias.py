@@ -55,7 +55,7 @@ def test_a_module_dsrun_lacks_is_one_line_naming_what_to_use(tmp_path):
 
 
 def test_the_launcher_runs_scripts_through_the_alias(tmp_path):
-    from dsrun.launcher.plan import LaunchSpec, command_for
+    from dsrun.launcher.plan.world import LaunchSpec, command_for
 
     spec = LaunchSpec(script="train.py", script_args=["--x"], python="/py", deepspeed_alias=True)
     assert command_for(spec, 1) == ["/py", "-u", "-m", "dsrun.alias", "train.py", "--local_rank=1", "--x"]

@@ -1,7 +1,7 @@
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher import devices
+from dsrun.launcher.plan import devices
 
 
 def test_user_visible_devices_define_the_pool():

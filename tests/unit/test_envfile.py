@@ -3,7 +3,7 @@
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher.envfile import env_file_paths, exported_from, parse_env_file, read_env_files, remote_env
+from dsrun.launcher.backends.envfile import env_file_paths, exported_from, parse_env_file, read_env_files, remote_env
 
 
 def test_env_file_allows_comments_blanks_export_and_quotes():

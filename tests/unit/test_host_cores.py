@@ -3,9 +3,9 @@
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher.host_cores import fit_to_host
-from dsrun.launcher.nodejob import NodeJob, jobs_line, parse_jobs
-from dsrun.launcher.plan import RankPlan
+from dsrun.launcher.node.host_cores import fit_to_host
+from dsrun.launcher.node.protocol import NodeJob, jobs_line, parse_jobs
+from dsrun.launcher.plan.world import RankPlan
 
 
 def planned(local_size, cores_each=None):

@@ -1,6 +1,6 @@
 """Choosing GLOO/NCCL_SOCKET_IFNAME: the interface that routes to MASTER_ADDR."""
 
-from dsrun.launcher.netif import interface_holding, interface_towards, socket_ifname_env
+from dsrun.launcher.node.netif import interface_holding, interface_towards, socket_ifname_env
 
 INTERFACES = {"lo": ["127.0.0.1", "::1", "00:00:00:00:00:00"], "eth0": ["10.0.0.5", "fe80::1%eth0"],
               "docker0": ["172.17.0.1"]}

@@ -2,7 +2,7 @@
 
 import os
 
-from dsrun.launcher import output
+from dsrun.launcher.node import output
 
 
 def pump(router, rank, data: bytes, fd: int = 1) -> None:

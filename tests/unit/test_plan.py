@@ -1,9 +1,9 @@
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher.cores import parse_core_list, split_cores
-from dsrun.launcher.devices import LocalDevices
-from dsrun.launcher.plan import LaunchSpec, build_plan, command_for, launcher_for
+from dsrun.launcher.plan.cores import parse_core_list, split_cores
+from dsrun.launcher.plan.devices import LocalDevices
+from dsrun.launcher.plan.world import LaunchSpec, build_plan, command_for, launcher_for
 
 CPU = LocalDevices("cpu", "test")
 GPU = LocalDevices("cuda", "test")

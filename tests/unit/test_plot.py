@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from dsrun.cli.launch import main
 from dsrun.errors import UsageError
-from dsrun.launcher.cli import main
 from dsrun.tools.metrics import COLUMNS, METRICS_CSV, format_row
 from dsrun.tools.plot import plot_run
 
@@ -89,7 +89,7 @@ def test_launch_help_still_comes_first_and_names_the_subcommand(capsys):
 
 def test_plot_does_not_import_torch(tmp_path):
     run_dir = write_run(tmp_path / "job")
-    code = ("import sys; from dsrun.launcher.cli import main\n"
+    code = ("import sys; from dsrun.cli.launch import main\n"
             "try:\n    main(['plot', sys.argv[1]])\nexcept SystemExit:\n    pass\n"
             "print('torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code, str(run_dir)], capture_output=True, text=True, timeout=60)

@@ -2,7 +2,7 @@
 
 import io
 
-from dsrun.launcher.relay import Relay, pump
+from dsrun.launcher.backends.relay import Relay, pump
 
 
 def test_lines_go_to_rank_logs_events_to_the_runner(tmp_path, capsysbinary, monkeypatch):

@@ -1,7 +1,7 @@
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher.resources import parse_hostfile, parse_selector, read_hostfile, select
+from dsrun.launcher.plan.pool import parse_hostfile, parse_selector, read_hostfile, select
 
 HOSTFILE = """
 # a comment line

@@ -3,7 +3,14 @@
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher.slurm import allocation_from, expand_counts, expand_nodelist, port_for_job, slurm_pool, srun_command
+from dsrun.launcher.plan.slurm_allocation import (
+    allocation_from,
+    expand_counts,
+    expand_nodelist,
+    port_for_job,
+    slurm_pool,
+    srun_command,
+)
 
 
 @pytest.mark.parametrize(("text", "names"), [

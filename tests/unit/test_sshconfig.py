@@ -5,7 +5,7 @@ import getpass
 import pytest
 
 from dsrun.errors import UsageError
-from dsrun.launcher.sshconfig import resolve_target
+from dsrun.launcher.backends.ssh.config import resolve_target
 
 CONFIG = """
 Host gpu*

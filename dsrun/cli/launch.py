@@ -13,8 +13,8 @@ import typer
 from typer._click import ClickException  # typer vendors click and re-exports its base error here
 
 from dsrun import __version__
+from dsrun.cli.abbrev import Flag, expand_prefixes
 from dsrun.errors import UsageError
-from dsrun.launcher.abbrev import Flag, expand_prefixes
 
 RESOURCES = "Resources"
 RENDEZVOUS = "Rendezvous"
@@ -131,7 +131,7 @@ def launch(
         rich_help_panel=MULTI_NODE, show_default=False),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
-    from dsrun.launcher.resolve import LaunchOptions, plan_launch
+    from dsrun.launcher.plan.resolve import LaunchOptions, plan_launch
 
     if as_json and not dry_run:
         raise UsageError("--json only works with --dry-run")
@@ -167,8 +167,7 @@ def launch(
         )
     )
     if dry_run:
-        from dsrun.launcher import render, render_remote
-
+        from dsrun.launcher.plan import render, render_remote
         if as_json:
             print(render.plan_json(plan))
         else:
@@ -176,16 +175,16 @@ def launch(
             render_remote.print_remote(plan)
         return
     if plan.launcher == "ssh":
-        from dsrun.launcher.remote import run_ssh
+        from dsrun.launcher.backends.ssh.run import run_ssh
 
         code = run_ssh(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
                        accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout)
     elif plan.launcher == "slurm":
-        from dsrun.launcher.run_slurm import run_slurm
+        from dsrun.launcher.backends.slurm.run import run_slurm
 
         code = run_slurm(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
     else:
-        from dsrun.launcher.run_local import run_local
+        from dsrun.launcher.backends.local import run_local
 
         code = run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
     raise typer.Exit(code)
@@ -193,7 +192,7 @@ def launch(
 
 # `dsrun NAME ...` runs a tool; any other first argument is the launch command's (a flag or the script). A script
 # that happens to be named like a tool is launched as `dsrun ./NAME`.
-from dsrun.launcher.tools_cli import SUBCOMMANDS  # noqa: E402 - after the launch command, which it does not need
+from dsrun.cli.tools import SUBCOMMANDS  # noqa: E402 - after the launch command, which it does not need
 
 
 def _launch_flags() -> dict[str, Flag]:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 
 from dsrun.errors import UsageError
-from dsrun.launcher.remote_plan import AGENT_MODULE
+from dsrun.launcher.plan.remote import AGENT_MODULE
 
 _RANGE = re.compile(r"(\d+)(?:-(\d+))?")
 _REPEAT = re.compile(r"(\d+)(?:\(x(\d+)\))?")

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher import slurm
-from dsrun.launcher.envfile import remote_env
-from dsrun.launcher.remote_plan import RemoteHost, RemoteSetup, agent_command
-from dsrun.launcher.resources import Pool
+from dsrun.launcher.backends.envfile import remote_env
+from dsrun.launcher.plan import slurm_allocation as slurm
+from dsrun.launcher.plan.pool import Pool
+from dsrun.launcher.plan.remote import RemoteHost, RemoteSetup, agent_command
 
 BACKENDS = ("ssh", "slurm")
 # DeepSpeed's backends that need an MPI stack: dsrun starts its agents itself instead.
@@ -55,7 +55,7 @@ def check_cwd(cwd: str) -> str:
 def ssh_rendezvous(world: Pool, ssh_port: int | None, master_addr: str | None, master_port: int | None):
     """(targets, address, port): the first host's HostName until the launch finds its real address; port 0 stands
     for "a free port on the first host, found at launch"."""
-    from dsrun.launcher.sshconfig import resolve_targets
+    from dsrun.launcher.backends.ssh.config import resolve_targets
 
     targets = resolve_targets(list(world), ssh_port)
     return targets, master_addr or targets[0].hostname, master_port or 0

@@ -15,7 +15,7 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
-from dsrun.launcher.plan import RankPlan, WorldPlan
+from dsrun.launcher.plan.world import RankPlan, WorldPlan
 
 PROTOCOL = 1
 EVENT_MARK = "@dsrun-event "

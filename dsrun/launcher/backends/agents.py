@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dsrun.launcher.nodejob import jobs_for
-from dsrun.launcher.plan import WorldPlan
-from dsrun.launcher.relay import Relay
+from dsrun.launcher.backends.relay import Relay
+from dsrun.launcher.node.protocol import jobs_for
+from dsrun.launcher.plan.world import WorldPlan
 
 
 def run_agents(plan: WorldPlan, relay: Relay, job, env: dict[str, str], *, where: str, shutdown_timeout: float,

@@ -17,11 +17,11 @@ import time
 
 import dsrun
 from dsrun.errors import UsageError
-from dsrun.launcher.devices import usable_cores
-from dsrun.launcher.host_cores import fit_to_host
-from dsrun.launcher.netif import socket_ifname_env
-from dsrun.launcher.nodejob import PROTOCOL, LineReader, NodeJob, event_line, parse_jobs
-from dsrun.launcher.spawn import FORWARDED_SIGNALS, Supervisor
+from dsrun.launcher.node.host_cores import fit_to_host
+from dsrun.launcher.node.netif import socket_ifname_env
+from dsrun.launcher.node.protocol import PROTOCOL, LineReader, NodeJob, event_line, parse_jobs
+from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS, Supervisor
+from dsrun.launcher.plan.devices import usable_cores
 
 ESCALATE_AFTER = 5.0  # beyond the shutdown timeout: then a second signal makes the supervisor SIGKILL everything
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher import proctree
-from dsrun.launcher.output import OutputRouter
-from dsrun.launcher.plan import RankPlan
+from dsrun.launcher.node import proctree
+from dsrun.launcher.node.output import OutputRouter
+from dsrun.launcher.plan.world import RankPlan
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 REAP_SECONDS = 1.0  # how often a long job collects exit statuses of orphans re-parented to us

@@ -14,17 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher.agent_job import run_agents
-from dsrun.launcher.envfile import remote_env
-from dsrun.launcher.host_session import LOST, HostSession
-from dsrun.launcher.nodejob import jobs_line
-from dsrun.launcher.plan import WorldPlan, with_rendezvous
-from dsrun.launcher.relay import Relay
-from dsrun.launcher.remote_report import EXIT_CONNECTION_LOST, agent_failed, failed_rank, lost_host
-from dsrun.launcher.run_local import prepare_log_dir
-from dsrun.launcher.spawn import FORWARDED_SIGNALS
-from dsrun.launcher.ssh import HostError
-from dsrun.launcher.sshconfig import resolve_target
+from dsrun.launcher.backends.agents import run_agents
+from dsrun.launcher.backends.envfile import remote_env
+from dsrun.launcher.backends.local import prepare_log_dir
+from dsrun.launcher.backends.relay import Relay
+from dsrun.launcher.backends.report import EXIT_CONNECTION_LOST, agent_failed, failed_rank, lost_host
+from dsrun.launcher.backends.ssh.config import resolve_target
+from dsrun.launcher.backends.ssh.connection import HostError
+from dsrun.launcher.backends.ssh.session import LOST, HostSession
+from dsrun.launcher.node.protocol import jobs_line
+from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS
+from dsrun.launcher.plan.world import WorldPlan, with_rendezvous
 
 HANG_UP_AFTER = 10.0  # beyond the shutdown timeout: agents still running then lose their connection
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from dsrun.launcher.cores import split_cores
-from dsrun.launcher.plan import RankPlan
+from dsrun.launcher.plan.cores import split_cores
+from dsrun.launcher.plan.world import RankPlan
 
 
 def fit_to_host(ranks: list[RankPlan], usable: list[int], host_env: Mapping[str, str], *,

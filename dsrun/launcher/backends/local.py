@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher.plan import WorldPlan
-from dsrun.launcher.spawn import Outcome, Supervisor, describe_exit
+from dsrun.launcher.node.supervisor import Outcome, Supervisor, describe_exit
+from dsrun.launcher.plan.world import WorldPlan
 
 
 def _say(message: str) -> None:

@@ -17,15 +17,15 @@ import time
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher import proctree
-from dsrun.launcher.agent_job import run_agents
-from dsrun.launcher.envfile import remote_env
-from dsrun.launcher.nodejob import jobs_line, signal_line
-from dsrun.launcher.plan import WorldPlan
-from dsrun.launcher.relay import Relay, pump
-from dsrun.launcher.remote_report import agent_failed, failed_rank
-from dsrun.launcher.run_local import prepare_log_dir
-from dsrun.launcher.spawn import FORWARDED_SIGNALS, exit_code_of
+from dsrun.launcher.backends.agents import run_agents
+from dsrun.launcher.backends.envfile import remote_env
+from dsrun.launcher.backends.local import prepare_log_dir
+from dsrun.launcher.backends.relay import Relay, pump
+from dsrun.launcher.backends.report import agent_failed, failed_rank
+from dsrun.launcher.node import proctree
+from dsrun.launcher.node.protocol import jobs_line, signal_line
+from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS, exit_code_of
+from dsrun.launcher.plan.world import WorldPlan
 
 KILL_SRUN_AFTER = 10.0  # beyond the shutdown timeout
 

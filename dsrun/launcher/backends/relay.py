@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from dsrun.launcher.nodejob import parse_event
+from dsrun.launcher.node.protocol import parse_event
 
 _LABEL = re.compile(rb"^\[(?P<host>[^\]\s]+) rank (?P<rank>\d+)\] ")
 _COLOURS = (b"\x1b[36m", b"\x1b[33m", b"\x1b[35m", b"\x1b[32m", b"\x1b[34m", b"\x1b[31m")

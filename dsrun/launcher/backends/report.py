@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shlex
 
-from dsrun.launcher.plan import NodePlan
-from dsrun.launcher.spawn import describe_exit
+from dsrun.launcher.node.supervisor import describe_exit
+from dsrun.launcher.plan.world import NodePlan
 
 EXIT_CONNECTION_LOST = 255  # what ssh itself returns when the connection fails
 

@@ -6,7 +6,7 @@ import json
 import shlex
 import sys
 
-from dsrun.launcher.plan import WorldPlan
+from dsrun.launcher.plan.world import WorldPlan
 
 # Env vars every rank gets with the same value: shown once above the rank table instead of in every row.
 _SHARED_ENV = ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "CROSS_SIZE", "DSRUN_ACCELERATOR", "DSRUN_CONFIG")

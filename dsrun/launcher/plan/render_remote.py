@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from dsrun.launcher.plan import WorldPlan
+from dsrun.launcher.plan.world import WorldPlan
 
 
 def print_remote(plan: WorldPlan) -> None:

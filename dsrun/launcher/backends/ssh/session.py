@@ -12,12 +12,12 @@ from dataclasses import dataclass
 
 import paramiko
 
-from dsrun.launcher import ssh
-from dsrun.launcher.nodejob import PROTOCOL, parse_event, signal_line
-from dsrun.launcher.plan import NodePlan
-from dsrun.launcher.relay import Relay, pump
-from dsrun.launcher.remote_plan import EXIT_NO_CWD, EXIT_NO_PYTHON
-from dsrun.launcher.sshconfig import SshTarget
+from dsrun.launcher.backends.relay import Relay, pump
+from dsrun.launcher.backends.ssh import connection as ssh
+from dsrun.launcher.backends.ssh.config import SshTarget
+from dsrun.launcher.node.protocol import PROTOCOL, parse_event, signal_line
+from dsrun.launcher.plan.remote import EXIT_NO_CWD, EXIT_NO_PYTHON
+from dsrun.launcher.plan.world import NodePlan
 
 HELLO_SECONDS = 30.0  # an agent's python start on a busy node; more than this and something is wrong
 LOST = -1  # exit status of an agent whose connection ended without one

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dsrun.config.batch import BatchMath
-from dsrun.launcher.devices import LocalDevices
-from dsrun.launcher.remote_plan import RemoteSetup
-from dsrun.launcher.resources import Pool
+from dsrun.launcher.plan.devices import LocalDevices
+from dsrun.launcher.plan.pool import Pool
+from dsrun.launcher.plan.remote import RemoteSetup
 
 LOCAL_HOST_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 
@@ -141,7 +141,7 @@ def build_plan(
     or the ones --bind_core_list named (`cores_named`). Remote hosts are planned as if they had the same cores; their
     node agent redoes the split with its own (see host_cores.py).
     """
-    from dsrun.launcher.cores import split_cores
+    from dsrun.launcher.plan.cores import split_cores
 
     notes = list(notes or [])
     world_size = sum(len(slots) for slots in world.values())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import paramiko
 
-from dsrun.launcher.sshconfig import GLOBAL_KNOWN_HOSTS, SshTarget
+from dsrun.launcher.backends.ssh.config import GLOBAL_KNOWN_HOSTS, SshTarget
 
 # paramiko logs connection drops with tracebacks from its own threads; the launcher reports them itself.
 logging.getLogger("paramiko").setLevel(logging.CRITICAL + 1)

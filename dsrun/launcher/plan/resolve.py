@@ -11,12 +11,13 @@ from pathlib import Path
 from dsrun.config import find_config_in_args, load_config, parse_run_config, resolve_batch
 from dsrun.config.batch import BatchMath, has_batch_keys
 from dsrun.errors import UsageError
-from dsrun.launcher import devices as devices_mod
-from dsrun.launcher import resolve_remote, slurm
-from dsrun.launcher.cores import parse_core_list
-from dsrun.launcher.plan import LaunchSpec, WorldPlan, build_plan, launcher_for
-from dsrun.launcher.ports import check_port, free_port
-from dsrun.launcher.resources import Pool, read_hostfile, select
+from dsrun.launcher.plan import devices as devices_mod
+from dsrun.launcher.plan import resolve_remote
+from dsrun.launcher.plan import slurm_allocation as slurm
+from dsrun.launcher.plan.cores import parse_core_list
+from dsrun.launcher.plan.pool import Pool, read_hostfile, select
+from dsrun.launcher.plan.ports import check_port, free_port
+from dsrun.launcher.plan.world import LaunchSpec, WorldPlan, build_plan, launcher_for
 
 DEEPSPEED_DEFAULT_HOSTFILE = Path("/job/hostfile")
 
