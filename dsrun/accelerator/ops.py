@@ -16,7 +16,7 @@ _INSTEAD = {
     "FusedAdamBuilder": "torch.optim.Adam/AdamW (fused=True on CUDA)",
     "CPUAdamBuilder": "torch.optim.Adam/AdamW on CPU parameters",
     "CPUAdagradBuilder": "torch.optim.Adagrad",
-    "FusedLambBuilder": "the config's \"optimizer\": {\"type\": \"Lamb\"} (dsrun.runtime.lamb.Lamb, plain torch)",
+    "FusedLambBuilder": "the config's \"optimizer\": {\"type\": \"Lamb\"} (dsrun.runtime.optim.lamb.Lamb, plain torch)",
     "FusedLionBuilder": "a Lion implementation outside DeepSpeed",
     "TransformerBuilder": "torch.nn.TransformerEncoderLayer / torch.nn.functional.scaled_dot_product_attention",
     "InferenceBuilder": "torch.nn.functional.scaled_dot_product_attention and torch.compile",

@@ -24,7 +24,7 @@ MODULES: dict[str, str] = {
     "deepspeed.runtime.utils": "dsrun.runtime.utils",
     "deepspeed.runtime.dataloader": "dsrun.utils",
     "deepspeed.runtime.config": "dsrun.runtime.ds_config",
-    "deepspeed.runtime.lr_schedules": "dsrun.runtime.lr_schedules",
+    "deepspeed.runtime.lr_schedules": "dsrun.runtime.schedules",
     "deepspeed.zero": "dsrun.zero",
     "deepspeed.runtime.zero": "dsrun.zero",
     "deepspeed.runtime.zero.partition_parameters": "dsrun.zero",
@@ -33,7 +33,7 @@ MODULES: dict[str, str] = {
 # What to use instead of DeepSpeed modules dsrun does not have (the most imported ones; others get a general line).
 INSTEAD: dict[str, str] = {
     "deepspeed.ops": "dsrun has no custom kernels: use torch.optim.Adam/AdamW (dsrun steps them with torch's fused"
-    " kernels, on CPU and CUDA), the config's Lamb (dsrun.runtime.lamb.Lamb) and torch's own layers",
+    " kernels, on CPU and CUDA), the config's Lamb (dsrun.runtime.optim.lamb.Lamb) and torch's own layers",
     "deepspeed.checkpointing": "use torch.utils.checkpoint.checkpoint (use_reentrant=False)",
     "deepspeed.runtime.activation_checkpointing": "use torch.utils.checkpoint.checkpoint (use_reentrant=False)",
     "deepspeed.module_inject": "dsrun does not replace modules with kernels; the model runs as written",

@@ -16,7 +16,6 @@ from dsrun.errors import UsageError, exit_on_usage_error
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
 from dsrun.runtime.engine import Engine
-from dsrun.runtime.lamb import Lamb
 from dsrun.runtime.materialize import check_initialisable, is_meta, materialize, materialize_sharded
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
 from dsrun.runtime.optim import (
@@ -26,6 +25,7 @@ from dsrun.runtime.optim import (
     recipe_from_client,
     recipe_from_config,
 )
+from dsrun.runtime.optim.lamb import Lamb
 from dsrun.runtime.precision import choose_precision
 from dsrun.runtime.progress import say
 from dsrun.runtime.strategies import StrategyContext, make_strategy

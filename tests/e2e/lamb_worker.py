@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import nn
 
 import dsrun
-from dsrun.runtime.lamb import Lamb
+from dsrun.runtime.optim.lamb import Lamb
 
 STEPS, MICRO, WIDTH = 4, 2, 8
 LAMB = {"lr": 0.02, "weight_decay": 0.01, "betas": [0.9, 0.99], "eps": 1e-6}

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dsrun.errors import UsageError
-from dsrun.runtime.lamb import Lamb
 from dsrun.runtime.optim import ELEMENTWISE, build_optimizer, check_shardable, recipe_from_config
+from dsrun.runtime.optim.lamb import Lamb
 
 
 def reference_step(params, grads, state, *, lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-8,

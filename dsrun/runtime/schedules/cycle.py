@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Any
 
-from dsrun.runtime.schedule_base import (
+from dsrun.runtime.schedules.base import (
     IterationSchedule,
     flag,
     momentum_value,

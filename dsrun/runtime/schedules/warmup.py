@@ -9,7 +9,7 @@ import logging
 import math
 from typing import Any
 
-from dsrun.runtime.schedule_base import (
+from dsrun.runtime.schedules.base import (
     IterationSchedule,
     check_warmup_type,
     non_negative_number,

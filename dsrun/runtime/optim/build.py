@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from dsrun.errors import UsageError
-from dsrun.runtime.lamb import Lamb
+from dsrun.runtime.optim.lamb import Lamb
 
 # DeepSpeed's own optimizer names (case-insensitive there) that need its fused kernels; dsrun has no equivalent.
 _DEEPSPEED_ONLY = ("lion", "muadam", "muadamw", "musgd", "muon", "onebitadam", "zerooneadam", "onebitlamb")

@@ -24,9 +24,9 @@ import torch
 from torch.optim import lr_scheduler as torch_schedulers
 
 from dsrun.errors import UsageError
-from dsrun.runtime.cycle_schedules import LRRangeTest, OneCycle
-from dsrun.runtime.schedule_base import IterationSchedule, did_you_mean, unwrap_optimizer
-from dsrun.runtime.warmup_schedules import WarmupCosineLR, WarmupDecayLR, WarmupLR
+from dsrun.runtime.schedules.base import IterationSchedule, did_you_mean, unwrap_optimizer
+from dsrun.runtime.schedules.cycle import LRRangeTest, OneCycle
+from dsrun.runtime.schedules.warmup import WarmupCosineLR, WarmupDecayLR, WarmupLR
 
 DEEPSPEED_SCHEDULES: dict[str, type[IterationSchedule]] = {
     cls.__name__: cls for cls in (WarmupLR, WarmupDecayLR, WarmupCosineLR, OneCycle, LRRangeTest)
