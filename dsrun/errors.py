@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+from dsrun.console import error
 
 
 class UsageError(Exception):
@@ -22,5 +23,5 @@ def exit_on_usage_error() -> Iterator[None]:
         yield
     except UsageError as err:
         if os.environ.get("RANK", "0") == "0":
-            print(f"dsrun: error: {err}", file=sys.stderr, flush=True)
+            error(str(err))
         raise SystemExit(err.exit_code) from None

@@ -7,6 +7,7 @@ import runpy
 import sys
 
 from dsrun.alias import install
+from dsrun.console import say
 
 
 def main(argv: list[str]) -> None:
@@ -17,8 +18,7 @@ def main(argv: list[str]) -> None:
         print("usage: python -m dsrun.alias [-m] SCRIPT [ARGS...]", file=sys.stderr)
         raise SystemExit(2)
     if importlib.util.find_spec("deepspeed") is not None:
-        print("dsrun: note: DeepSpeed is installed; --deepspeed-alias makes `import deepspeed` load dsrun anyway",
-              file=sys.stderr)
+        say("note: DeepSpeed is installed; --deepspeed-alias makes `import deepspeed` load dsrun anyway")
     install()
     sys.argv = list(argv)
     if as_module:

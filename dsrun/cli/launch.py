@@ -14,6 +14,7 @@ from typer._click import ClickException  # typer vendors click and re-exports it
 
 from dsrun import __version__
 from dsrun.cli.abbrev import Flag, expand_prefixes
+from dsrun.console import error
 from dsrun.errors import UsageError
 
 RESOURCES = "Resources"
@@ -206,7 +207,7 @@ def _launch_flags() -> dict[str, Flag]:
 
 
 def _fail(message: str, code: int = 2) -> None:
-    print(f"dsrun: error: {message}", file=sys.stderr)
+    error(message)
     sys.exit(code)
 
 

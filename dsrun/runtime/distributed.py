@@ -15,8 +15,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from dsrun.console import say
 from dsrun.errors import UsageError
-from dsrun.runtime.progress import say
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,11 @@ import torch.distributed as dist
 from torch import nn
 
 from dsrun.config.batch import BatchMath
+from dsrun.console import say
 from dsrun.errors import exit_on_usage_error
 from dsrun.runtime.optim import ELEMENTWISE
 from dsrun.runtime.precision import Precision, cast_floating
-from dsrun.runtime.progress import StepStats, Throughput, Timers, say
+from dsrun.runtime.progress import StepStats, Throughput, Timers
 from dsrun.runtime.strategies import Strategy
 
 _CHUNKS = 16  # half-precision gradients are converted to fp32 in this many pieces per update

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from dsrun.config import load_config, parse_run_config
+from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import init_distributed
@@ -27,7 +28,6 @@ from dsrun.runtime.optim import (
 )
 from dsrun.runtime.optim.lamb import Lamb
 from dsrun.runtime.precision import choose_precision
-from dsrun.runtime.progress import say
 from dsrun.runtime.strategies import StrategyContext, make_strategy
 from dsrun.runtime.strategies.reduction import grad_reduction
 

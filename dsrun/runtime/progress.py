@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import torch
-
-
-def say(message: str) -> None:
-    print(f"dsrun: {message}", file=sys.stderr, flush=True)
 
 
 @dataclass(frozen=True)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node.supervisor import Outcome, Supervisor, describe_exit
 from dsrun.launcher.plan.world import WorldPlan
-
-
-def _say(message: str) -> None:
-    print(f"dsrun: {message}", file=sys.stderr, flush=True)
 
 
 def prepare_log_dir(log_dir: Path) -> Path:
@@ -33,7 +29,7 @@ def _report(outcome: Outcome, supervisor: Supervisor) -> None:
     if tail:
         lines.append(f"  last {len(tail)} line(s) of its stderr:")
         lines.extend(f"    {line}" for line in tail)
-    _say("\n".join(lines))
+    say("\n".join(lines))
 
 
 def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
@@ -41,8 +37,8 @@ def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_ti
         prepare_log_dir(log_dir)
     if not quiet:
         for note in plan.notes:
-            _say(f"note: {note}")
-        _say(f"starting {plan.world_size} worker(s) ({plan.accelerator}, {plan.backend}),"
+            say(f"note: {note}")
+        say(f"starting {plan.world_size} worker(s) ({plan.accelerator}, {plan.backend}),"
              f" master {plan.master_addr}:{plan.master_port}")
     supervisor = Supervisor(
         plan.ranks,
@@ -53,5 +49,5 @@ def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_ti
     outcome = supervisor.run()
     _report(outcome, supervisor)
     if outcome.exit_code == 0 and not quiet:
-        _say(f"all {plan.world_size} worker(s) finished")
+        say(f"all {plan.world_size} worker(s) finished")
     return outcome.exit_code

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import BinaryIO
 
+from dsrun.console import say
 from dsrun.launcher.node.protocol import parse_event
 
 _LABEL = re.compile(rb"^\[(?P<host>[^\]\s]+) rank (?P<rank>\d+)\] ")
@@ -68,7 +69,7 @@ class Relay:
 
     def say(self, message: str) -> None:
         with self._lock:
-            print(f"dsrun: {message}", file=sys.stderr, flush=True)
+            say(message)
 
     def close(self) -> None:
         with self._lock:

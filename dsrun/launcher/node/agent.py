@@ -16,6 +16,7 @@ import threading
 import time
 
 import dsrun
+from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node.host_cores import fit_to_host
 from dsrun.launcher.node.netif import socket_ifname_env
@@ -83,7 +84,7 @@ def run(job: NodeJob, reader: LineReader) -> int:
         console=True,
         base_env={**os.environ, **job.env, **ifname_env},
         label=lambda rank: f"{job.host} rank {rank}",
-        notify=lambda message: print(f"dsrun[{job.host}]: {message}", file=sys.stderr, flush=True),
+        notify=lambda message: say(message, host=job.host),
     )
     threading.Thread(target=_watch_launcher, args=(reader, job.shutdown_timeout), daemon=True).start()
     outcome = supervisor.run()

@@ -11,10 +11,10 @@ import os
 import select
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
@@ -64,7 +64,7 @@ class Supervisor:
         log_dir: Path | None = None,
         base_env: dict[str, str] | None = None,
         label=lambda rank: f"rank {rank}",
-        notify=lambda message: print(f"dsrun: {message}", file=sys.stderr, flush=True),
+        notify=say,
     ):
         self.ranks = ranks
         self.shutdown_timeout = shutdown_timeout

@@ -13,8 +13,8 @@ import os
 
 import torch.distributed as dist
 
+from dsrun.console import say
 from dsrun.errors import UsageError
-from dsrun.runtime.progress import say
 
 
 class TagMismatchError(AssertionError):

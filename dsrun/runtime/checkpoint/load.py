@@ -8,12 +8,12 @@ from typing import Any
 import torch
 import torch.distributed.checkpoint as dcp
 
+from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.runtime.checkpoint import layout, rng
 from dsrun.runtime.checkpoint.save import FORMAT
 from dsrun.runtime.checkpoint.state import StateMapper, ensure_optimizer_state
 from dsrun.runtime.checkpoint.sync import all_ranks_arrive
-from dsrun.runtime.progress import say
 
 
 def _resolve(load_dir: Path, tag: str | None, rank: int) -> Path | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from dsrun.runtime.progress import say
+from dsrun.console import say
 
 
 def _whole(tensor: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,9 @@ import importlib.util
 from pathlib import Path
 from typing import Protocol
 
+from dsrun.console import say
 from dsrun.runtime.monitor.shutdown import CloseOnExit
-from dsrun.runtime.monitor.summary import SUMMARY_JSON, RunSummary, say, write_json
+from dsrun.runtime.monitor.summary import SUMMARY_JSON, RunSummary, write_json
 
 
 class Writer(Protocol):

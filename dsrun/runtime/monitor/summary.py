@@ -23,11 +23,6 @@ SUMMARY_JSON = "summary.json"
 CONFIG_JSON = "config_resolved.json"
 
 
-def say(message: str) -> None:
-    # dsrun.runtime.progress.say prints the same way but imports torch.
-    print(f"dsrun: {message}", file=sys.stderr, flush=True)
-
-
 def canonical_json(config: Mapping[str, Any]) -> str:
     return json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from dsrun.config import WandbConfig
+from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.runtime.monitor.scalars import SAMPLES_PREFIX, step_scalars
-from dsrun.runtime.monitor.summary import say
 
 _DEFAULT_HOST = "https://api.wandb.ai"
 
