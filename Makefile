@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test lint bench clean system-deps
+.PHONY: install run test test-fast lint bench clean system-deps
 
 # Debian packages the cluster tests run: sshd in network namespaces, a one-machine Slurm cluster.
 SYSTEM_PKGS := openssh-server iproute2 slurm-wlm munge
@@ -31,6 +31,10 @@ system-deps:
 
 test: install system-deps
 	$(PY) -m pytest -q tests
+
+# The in-process tests alone (no workers, hosts or clusters started): about half a minute.
+test-fast: install
+	$(PY) -m pytest -q tests/unit
 
 lint: install
 	$(VENV)/bin/ruff check dsrun tests bench examples

@@ -5,6 +5,7 @@ Everything after SCRIPT goes to the script untouched, as with DeepSpeed's launch
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import List
@@ -46,6 +47,7 @@ def _version(value: bool) -> None:
     " [bold]dsrun consolidate CHECKPOINT_DIR OUT.pt[/bold] exports a checkpoint's fp32 weights as one file.",
 )
 def launch(
+    ctx: typer.Context,
     script: str = typer.Argument(..., metavar="SCRIPT", help="Training script (or module with -m, or program)."),
     script_args: List[str] | None = typer.Argument(None, metavar="[SCRIPT_ARGS]...", help="Passed to SCRIPT."),
     num_gpus: int | None = typer.Option(
@@ -140,33 +142,13 @@ def launch(
         raise UsageError(f"--shutdown-timeout must be a finite number of seconds, 0 or more, got {shutdown_timeout:g}")
     if ssh_timeout <= 0:
         raise UsageError(f"--ssh-timeout must be more than 0 seconds, got {ssh_timeout:g}")
-    plan = plan_launch(
-        LaunchOptions(
-            script=script,
-            script_args=list(script_args or []),
-            num_gpus=num_gpus,
-            num_nodes=num_nodes,
-            include=include,
-            exclude=exclude,
-            hostfile=hostfile,
-            device=device,
-            master_addr=master_addr,
-            master_port=master_port,
-            module=module,
-            no_python=no_python,
-            no_local_rank=no_local_rank,
-            force_multi=force_multi,
-            config=config,
-            bind_cores_to_rank=bind_cores_to_rank or bind_core_list is not None,
-            bind_core_list=bind_core_list,
-            launcher=launcher,
-            ssh_port=ssh_port,
-            remote_python=remote_python,
-            remote_cwd=remote_cwd,
-            launcher_args=launcher_args,
-            deepspeed_alias=deepspeed_alias,
-        )
-    )
+    # The planner's options are the command's own parameters, by name (`python` keeps its default: this interpreter).
+    given = ctx.params
+    planned = {f.name for f in dataclasses.fields(LaunchOptions)} - {"python"}
+    options = LaunchOptions(**{name: given[name] for name in planned})
+    plan = plan_launch(dataclasses.replace(
+        options, script_args=list(script_args or []),
+        bind_cores_to_rank=bind_cores_to_rank or bind_core_list is not None))
     if dry_run:
         from dsrun.launcher.plan import render, render_remote
         if as_json:
