@@ -72,6 +72,7 @@ class Engine(nn.Module):
         self.skipped_steps = 0
         self._global_grad_norm: float | None = None
         self._step_applied = False
+        self._engine_backwards = 0  # engine.backward calls in this accumulation cycle
         self._losses: list[torch.Tensor] = []  # this cycle's micro-batch losses, for progress lines
         self.track_model_state = False  # benchmarks: record model-state bytes during each update
         self.model_state: dict[str, int] | None = None
@@ -155,6 +156,7 @@ class Engine(nn.Module):
         self._losses.append(loss.detach())
         scaled = loss / self.gradient_accumulation_steps()
         boundary = self.is_gradient_accumulation_boundary()
+        self._engine_backwards += 1
         self._timers.start("backward")
         self.strategy.before_backward(boundary)
         # fp16: scale in fp32, as a half-precision loss times 2^16 would itself overflow.
@@ -168,6 +170,9 @@ class Engine(nn.Module):
         self._require_optimizer("step")
         if self.is_gradient_accumulation_boundary():
             self._timers.start("step")
+            if self._engine_backwards == 0:
+                self._catch_up()
+            self._engine_backwards = 0
             self._optimizer_step()
             self._timers.stop("step")
             self.global_steps += 1
@@ -209,6 +214,15 @@ class Engine(nn.Module):
             return load_checkpoint(self, load_dir, tag=tag, load_optimizer_states=load_optimizer_states,
                                    load_lr_scheduler_states=load_lr_scheduler_states,
                                    load_module_only=load_module_only)
+
+    def _catch_up(self) -> None:
+        """The script ran the backward itself (`loss.backward()`, which DeepSpeed accepts too): its gradients are
+        synchronised now. They carry no loss scale and no 1/gradient_accumulation_steps, which engine.backward applies;
+        with fp16 loss scaling that would silently unscale them wrongly, so it is refused."""
+        if self.loss_scaler is not None:
+            raise RuntimeError("engine.step() after a backward the engine did not run: with fp16 loss scaling the"
+                               " loss must be scaled, so call engine.backward(loss) instead of loss.backward()")
+        self.strategy.catch_up()
 
     def _require_optimizer(self, call: str) -> None:
         if self.optimizer is None:

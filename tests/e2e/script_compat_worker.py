@@ -57,7 +57,9 @@ def reference(accumulation: int) -> dict[str, torch.Tensor]:
     return {k: v.detach() for k, v in model.named_parameters()}
 
 
-def bare_forward(stage: int, accumulation: int) -> float:
+def bare_forward(stage: int, accumulation: int, own_backward: bool = False) -> float:
+    """The forward through the module itself (not the engine); with `own_backward` the forward through the engine
+    and the script's own loss.backward() instead of engine.backward (what DeepSpeed accepts too)."""
     model = build(seed=1)
     engine, *_ = dsrun.initialize(model=model, config=config(stage, accumulation))
     rank = engine.global_rank
@@ -65,12 +67,35 @@ def bare_forward(stage: int, accumulation: int) -> float:
         x, y = data(rank, step)
         for micro in range(accumulation):
             part = slice(3 * micro, 3 * micro + 3) if accumulation == 2 else slice(0, 3)
-            loss = nn.functional.mse_loss(model(x[part]), y[part])  # the module, not the engine
-            engine.backward(loss)
+            if own_backward:
+                nn.functional.mse_loss(engine(x[part]), y[part]).backward()
+            else:
+                engine.backward(nn.functional.mse_loss(model(x[part]), y[part]))  # the module, not the engine
             engine.step()
     expected = reference(accumulation)
     got = dict(model.named_parameters())
     return max((full(got[k]) - v).abs().max().item() for k, v in expected.items())
+
+
+def stale_gradients(stage: int, precision: str) -> float:
+    """A backward outside the engine after a step (a GAN's generator loss through D), or a gradient the script
+    replaced, then engine.zero_grad(): the next update must be that step's gradient alone. Returns the largest
+    |update / expected - 1| (SGD, lr 1: the update is the averaged gradient)."""
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1, bias=False)
+    cfg = {**config(stage), "optimizer": {"type": "SGD", "params": {"lr": 1.0}}}
+    if precision == "bf16":
+        cfg["bf16"] = {"enabled": True}
+    engine, *_ = dsrun.initialize(model=model, config=cfg)
+    ones = torch.ones(1, 4, dtype=model.weight.dtype)  # the bare module takes its own dtype (bf16 at stages 0-2)
+    engine.backward(engine(ones).sum())
+    engine.step()
+    model(100 * ones).sum().backward()  # outside the engine: gradient 100
+    engine.zero_grad()
+    before = full(model.weight).clone()
+    engine.backward(engine(ones).sum())  # gradient 1 on every rank
+    engine.step()
+    return ((before - full(model.weight)) - 1).abs().max().item()
 
 
 def rank0_start(stage: int, variant: str) -> float:
@@ -134,6 +159,9 @@ def main():
     for stage in range(4):
         for accumulation in (1, 2):
             results[f"bare z{stage} a{accumulation}"] = bare_forward(stage, accumulation)
+        results[f"own backward z{stage}"] = bare_forward(stage, 1, own_backward=True)
+        for precision in ("fp32", "bf16"):
+            results[f"stale z{stage} {precision}"] = stale_gradients(stage, precision)
         for variant in ("plain", "meta", "client optimizer"):
             results[f"start z{stage} {variant}"] = rank0_start(stage, variant)
     results["buffers local"] = buffers_stay_local()

@@ -27,6 +27,10 @@ def test_bare_module_forward_rank0_start_and_local_buffers():
     for stage in range(4):
         for accumulation in (1, 2):  # gradients averaged over ranks although the engine's forward never ran
             assert found[f"bare z{stage} a{accumulation}"] <= TOLERANCE, found
+        # The script's own loss.backward() (forward through the engine) is averaged at engine.step().
+        assert found[f"own backward z{stage}"] <= TOLERANCE, found
+        # A gradient left by a backward outside the engine is cleared by zero_grad, not added to the next step.
+        assert found[f"stale z{stage} fp32"] <= TOLERANCE and found[f"stale z{stage} bf16"] <= 1e-2, found
         for variant in ("plain", "meta", "client optimizer"):  # every rank starts from rank 0's weights
             assert found[f"start z{stage} {variant}"] == 0.0, (stage, variant, found)
     assert found["buffers local"] is True

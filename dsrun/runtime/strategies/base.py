@@ -29,7 +29,8 @@ class StrategyContext:
 class Strategy:
     """One ZeRO stage's mechanism. The engine calls, per micro-step: before_forward (only when the forward runs
     through the engine: scripts may call the bare module), (forward), before_backward, (backward), after_backward;
-    per optimizer step: grad_pairs, (norm, clip, optimizer.step), after_step, zero_grad."""
+    per optimizer step: catch_up (only if no backward of the cycle ran through the engine), grad_pairs, (norm, clip,
+    optimizer.step), after_step, zero_grad."""
 
     module: nn.Module  # what forward runs through (FSDP2's or the plain model)
     sharded: bool  # owned grads are this rank's partition: a global norm needs a sum over ranks
@@ -43,6 +44,10 @@ class Strategy:
 
     def after_backward(self, boundary: bool) -> None:
         """Gradients of this micro-step are complete."""
+
+    def catch_up(self) -> None:
+        """At an update whose cycle ran no engine.backward (the script called loss.backward() itself): synchronise
+        the gradients that backward left, as after_backward would have."""
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(master, its synchronised gradient) for every master that has one; the gradient keeps its own dtype

@@ -70,16 +70,16 @@ class FlatGrads:
         self._zeroed = False
 
     def average(self, names: dict[nn.Parameter, str]) -> None:
-        """Average the accumulated gradients over every rank (at the end of the cycle's last backward)."""
+        """Average the accumulated gradients over every rank (at the end of the cycle's last backward, or at the step
+        when the script ran the backward itself: `attach` first then moves its gradients into the buffers)."""
         if self._used is not None:
             refuse_unused([names[p] for p in self.params if id(p) not in self._used])
         world = self.reduction.world
         if world == 1:
             return
-        size = self.bucket_elements
         for flat in self.flats:
-            if flat.dtype != self.reduction.dtype:
-                size = min(size, _CONVERT_ELEMENTS)
+            converting = flat.dtype != self.reduction.dtype
+            size = min(self.bucket_elements, _CONVERT_ELEMENTS) if converting else self.bucket_elements
             for start in range(0, flat.numel(), size):
                 piece = flat[start : start + size]
                 work = self.reduction.before_sum(piece.to(self.reduction.dtype))  # .to: piece itself if same dtype
@@ -89,8 +89,12 @@ class FlatGrads:
                     piece.copy_(work)
 
     def zero(self) -> None:
+        """Clear every gradient: the buffers, and any `.grad` a backward outside the engine or the script itself put
+        in place of a view (left there, the next attach would add it to the next step's gradient)."""
         for flat in self.flats:
             flat.zero_()
+        for param in self.params:
+            param.grad = None
         self._zeroed = True
         if self._used is not None:
             self._used.clear()

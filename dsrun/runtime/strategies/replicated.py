@@ -30,6 +30,10 @@ class Replicated(Strategy):
         if boundary:
             self.grads.average(self.names)
 
+    def catch_up(self) -> None:
+        self.grads.attach()
+        self.grads.average(self.names)
+
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(master, param.grad) for param, master in self.masters.items() if param.grad is not None]
 

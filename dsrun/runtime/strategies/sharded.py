@@ -88,6 +88,13 @@ class Sharded(Strategy):
                     self.accumulated[param].add_(piece)
                 param.grad = None  # the full gradient is done with: free it now
 
+    def catch_up(self) -> None:
+        if self.ctx.stage == 1:
+            self.grads.attach()
+            self.grads.average(self.names)
+        else:  # the cycle's gradients accumulated whole in .grad: reduce them into the shards once
+            self._reduce_into_shards()
+
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         pairs = []
         for param, master in self.masters.items():
