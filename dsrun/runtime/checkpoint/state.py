@@ -28,6 +28,7 @@ class StateMapper:
         self.names = {param: engine.param_names[param] for param in self.strategy.masters}
         self._mesh = None
         self._scalars: list[tuple[torch.Tensor, torch.Tensor]] = []  # (full copy, live shard) of 0-d parameters
+        self._local_entries: set[tuple[str, str]] | None = None
 
     @property
     def mesh(self):
@@ -69,10 +70,28 @@ class StateMapper:
                   if k not in masters and not (exclude_frozen and k in frozen)}
         return {**others, **masters}
 
-    def _rank_local(self, master: torch.Tensor, value: torch.Tensor) -> bool:
-        """Optimizer state shaped unlike its master (a 0-d scalar aside) at a row-sharded stage: this rank's own
-        value for its shard (a client optimizer's per-shard norm, say), which no global layout describes."""
-        return self.row_sharded and value.dim() > 0 and value.shape != master.shape
+    def _rank_local_entries(self) -> set[tuple[str, str]]:
+        """(parameter, state key) of optimizer state shaped unlike its master (a 0-d scalar aside) at a row-sharded
+        stage: each rank's own value for its shard (a client optimizer's per-shard norm, say), which no global
+        layout describes. Decided over all ranks: a rank holding one row cannot tell a (1,)-shaped statistic from
+        an element-wise state, and ranks that classified one entry differently would save clashing pieces."""
+        if self._local_entries is None:
+            optimizer = self.engine.optimizer
+            mine = sorted(
+                (self.names[param], key) for param, master in self.strategy.masters.items()
+                for key, value in optimizer.state.get(master, {}).items()
+                if self.row_sharded and isinstance(value, torch.Tensor) and value.dim() > 0
+                and value.shape != master.shape
+            )
+            everyone: list = [mine]
+            if self.row_sharded and dist.is_initialized() and dist.get_world_size() > 1:
+                everyone = [None] * dist.get_world_size()
+                dist.all_gather_object(everyone, mine)
+            self._local_entries = {tuple(entry) for entries in everyone for entry in entries}
+        return self._local_entries
+
+    def _rank_local(self, param: nn.Parameter, key: str) -> bool:
+        return (self.names[param], key) in self._rank_local_entries()
 
     def optimizer_state(self) -> dict[str, dict[str, torch.Tensor]]:
         """Each parameter's element-wise (and scalar) optimizer state, as global tensors."""
@@ -82,7 +101,7 @@ class StateMapper:
             entries = optimizer.state.get(master, {})
             state[self.names[param]] = {
                 key: self._global(param, value) for key, value in entries.items()
-                if isinstance(value, torch.Tensor) and not self._rank_local(master, value)
+                if isinstance(value, torch.Tensor) and not self._rank_local(param, key)
             }
         return state
 
@@ -93,7 +112,7 @@ class StateMapper:
         state: dict[str, dict[str, torch.Tensor]] = {}
         for param, master in self.strategy.masters.items():
             local = {key: value for key, value in optimizer.state.get(master, {}).items()
-                     if isinstance(value, torch.Tensor) and self._rank_local(master, value)}
+                     if isinstance(value, torch.Tensor) and self._rank_local(param, key)}
             if local:
                 state[self.names[param]] = local
         return state
