@@ -3,7 +3,8 @@
 DeepSpeed adds --deepspeed, --deepspeed_config and their deprecated --deepscale twins. dsrun also offers --config
 (when the script has no flag of that name). --local_rank is not added up front: scripts add their own after this
 call and would die with argparse's "conflicting option string". Yet the launcher passes --local_rank=N, so it is
-declared at parse time when the script has not declared it by then.
+declared at parse time when the script has not declared it by then (also in a child parser made with
+parents=[...]).
 """
 
 from __future__ import annotations
@@ -20,25 +21,41 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     def add(*names: str, **kwargs) -> None:
         free = [n for n in names if n not in parser._option_string_actions]  # argparse has no public lookup
         if free:
-            group.add_argument(*free, **kwargs)
+            action = group.add_argument(*free, **kwargs)
+            action.dsrun_config_argument = True  # type: ignore[attr-defined]  # copied along with the action
 
     add("--deepspeed", action="store_true", help="accepted for DeepSpeed scripts; dsrun is always on")
     add("--deepspeed_config", "--config", dest="deepspeed_config", default=None,
         help="the run's config file (JSON or YAML)")
     add("--deepscale", action="store_true", help=argparse.SUPPRESS)  # deprecated spelling of --deepspeed
     add("--deepscale_config", default=None, help=argparse.SUPPRESS)  # deprecated spelling of --deepspeed_config
-    _accept_local_rank(parser)
+    _accept_local_rank()
     return parser
 
 
-def _accept_local_rank(parser: argparse.ArgumentParser) -> None:
-    parse_known_args = parser.parse_known_args
+def _declare_local_rank(parser: argparse.ArgumentParser) -> None:
+    """Before parsing: a parser holding dsrun's arguments (itself, or a child built with parents=[...]) that declares
+    neither --local_rank spelling gets it, hidden."""
+    if not any(getattr(action, "dsrun_config_argument", False) for action in parser._actions):
+        return
+    if not any(name in parser._option_string_actions for name in _LOCAL_RANK):
+        parser.add_argument(*_LOCAL_RANK, dest="local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
+                            help=argparse.SUPPRESS)
 
-    def parse_declaring_local_rank(args=None, namespace=None):
-        free = [n for n in _LOCAL_RANK if n not in parser._option_string_actions]
-        if len(free) == len(_LOCAL_RANK):  # the script declared neither spelling
-            parser.add_argument(*free, dest="local_rank", type=int, default=int(os.environ.get("LOCAL_RANK", 0)),
-                                help=argparse.SUPPRESS)
-        return parse_known_args(args, namespace)
 
-    parser.parse_known_args = parse_declaring_local_rank  # type: ignore[method-assign]  # parse_args calls it
+def _accept_local_rank() -> None:
+    """Wrap the parse entry points of ArgumentParser itself (once), not of one parser: a child parser made with
+    parents=[...] copies the parent's arguments but not its methods. Parsers without dsrun's arguments are left
+    exactly as they are."""
+    cls = argparse.ArgumentParser
+    for method in ("parse_known_args", "parse_known_intermixed_args"):
+        original = getattr(cls, method, None)
+        if original is None or getattr(original, "dsrun_wrapped", False):
+            continue
+
+        def wrapped(self, *args, _original=original, **kwargs):
+            _declare_local_rank(self)
+            return _original(self, *args, **kwargs)
+
+        wrapped.dsrun_wrapped = True  # type: ignore[attr-defined]
+        setattr(cls, method, wrapped)

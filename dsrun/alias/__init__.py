@@ -22,7 +22,7 @@ MODULES: dict[str, str] = {
     "deepspeed.utils.logging": "dsrun.utils.logging",
     "deepspeed.runtime": "dsrun.runtime",
     "deepspeed.runtime.utils": "dsrun.runtime.utils",
-    "deepspeed.runtime.dataloader": "dsrun.utils",
+    "deepspeed.runtime.dataloader": "dsrun.runtime.dataloader",
     "deepspeed.runtime.config": "dsrun.runtime.ds_config",
     "deepspeed.runtime.lr_schedules": "dsrun.runtime.schedules",
     "deepspeed.zero": "dsrun.zero",
@@ -77,7 +77,9 @@ class DeepSpeedAlias(importlib.abc.MetaPathFinder):
         module = MODULES.get(fullname)
         if module is None:
             raise _missing(fullname)
-        return importlib.machinery.ModuleSpec(fullname, _Existing(module), is_package=True)
+        # A package only where the dsrun module is one: the import system gives a "package" spec's module a __path__.
+        is_package = hasattr(importlib.import_module(module), "__path__")
+        return importlib.machinery.ModuleSpec(fullname, _Existing(module), is_package=is_package)
 
 
 def install() -> None:

@@ -10,6 +10,8 @@ from typing import Any, Iterator
 
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from dsrun.utils.repeating_loader import RepeatingLoader  # noqa: F401 - where deepspeed.runtime.dataloader has it
+
 
 class _ResumableSampler(Sampler):
     """The DistributedSampler's order for the current epoch, optionally starting a number of samples in."""

@@ -56,3 +56,12 @@ def test_nccl_asked_on_a_cpu_worker_runs_on_gloo_with_a_note(single_process, cap
     placement = dsrun.init_distributed(dist_backend="nccl")
     assert placement.backend == "gloo"
     assert "dist_backend 'nccl' needs GPUs" in capsys.readouterr().err
+
+
+def test_a_child_parser_built_from_the_dsrun_parser_accepts_local_rank():
+    parent = dsrun.add_config_arguments(argparse.ArgumentParser(add_help=False))
+    child = argparse.ArgumentParser(parents=[parent])
+    assert child.parse_args(["--local_rank=3", "--deepspeed"]).local_rank == 3
+    unrelated = argparse.ArgumentParser()  # parsers without dsrun's arguments are left alone
+    with pytest.raises(SystemExit):
+        unrelated.parse_args(["--local_rank=3"])

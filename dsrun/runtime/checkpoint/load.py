@@ -72,6 +72,10 @@ def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_sta
     mapper.finish_load()
     engine.strategy.after_load()
     if stateless:  # as saved: no state yet (the optimizer creates it at the parameter's first update)
+        if engine.global_rank == 0:
+            shown = ", ".join(stateless[:3]) + (f" and {len(stateless) - 3} more" if len(stateless) > 3 else "")
+            say(f"warning: {path} has no optimizer state for {shown} (frozen when saved, or saved with another"
+                " optimizer): their state starts afresh")
         masters = {engine.param_names[p]: m for p, m in engine.strategy.masters.items()}
         for name in stateless:
             engine.optimizer.state.pop(masters[name], None)
