@@ -9,58 +9,37 @@ it and the agents see their input end.
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher.backends.agents import run_agents
+from dsrun.launcher.backends.agents import AgentJob, run_agents
 from dsrun.launcher.backends.envfile import remote_env
 from dsrun.launcher.backends.local import prepare_log_dir
 from dsrun.launcher.backends.relay import Relay, pump
 from dsrun.launcher.backends.report import agent_failed, failed_rank
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.protocol import jobs_line, signal_line
-from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS, exit_code_of
+from dsrun.launcher.node.supervisor import exit_code_of
 from dsrun.launcher.plan.world import WorldPlan
 
-KILL_SRUN_AFTER = 10.0  # beyond the shutdown timeout
 
+class SlurmJob(AgentJob):
+    nodes = "nodes"
 
-class SlurmJob:
     def __init__(self, plan: WorldPlan, relay: Relay, shutdown_timeout: float, quiet: bool):
-        self.plan = plan
-        self.relay = relay
-        self.shutdown_timeout = shutdown_timeout
-        self.quiet = quiet
-        self.events: queue.Queue = queue.Queue()
+        super().__init__(plan, relay, shutdown_timeout, quiet)
         self.done: dict[int, dict] = {}
         self.first_failure: dict | None = None
-        self.signal: int | None = None
         self.srun: subprocess.Popen | None = None
-        self._kill_at: float | None = None
 
-    def on_event(self, _source, event: dict) -> None:
+    def agent_event(self, _source, event: dict) -> None:
         if event["event"] == "done":
             self.events.put(("done", event))
-        elif event["event"] == "node" and not self.quiet:
-            self.relay.say(f"{event['host']}: ranks {event['ranks']} started; {event['interface']}")
 
-    def _on_signal(self, signum: int, _frame) -> None:
-        self.events.put(("signal", signum))
-
-    def _tell_agents(self, signum: int) -> None:
-        try:
-            self.srun.stdin.write(signal_line(signum))
-            self.srun.stdin.flush()
-        except OSError:
-            pass  # srun is gone already
-        self._kill_at = time.monotonic() + self.shutdown_timeout + KILL_SRUN_AFTER
-
-    def _start(self, jobs) -> None:
+    def start(self, jobs) -> None:
         try:
             self.srun = subprocess.Popen(
                 self.plan.remote.srun, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -74,47 +53,32 @@ class SlurmJob:
             threading.Thread(target=pump, args=(stream, self.relay, None, fd), daemon=True).start()
         threading.Thread(target=lambda: self.events.put(("exit", self.srun.wait())), daemon=True).start()
 
-    def _handle(self, kind: str, value) -> None:
-        if kind == "done":
-            self.done[int(value["node_rank"])] = value
-            if value["code"] != 0 and self.first_failure is None and self.signal is None:
-                self.first_failure = value
-                self.relay.say(f"{self.plan.nodes[value['node_rank']].host} failed; stopping the other nodes")
-                self._tell_agents(signal.SIGTERM)
-        elif self.signal is None:
-            self.signal = value
-            self.relay.say(f"received {signal.Signals(value).name}; stopping all nodes")
-            self._tell_agents(value)
-        else:  # asked twice: stop waiting for a graceful end
-            self.srun.send_signal(signal.SIGKILL)
+    def handle(self, kind: str, value) -> bool:
+        if kind == "exit":
+            return True
+        self.done[int(value["node_rank"])] = value
+        if value["code"] != 0 and self.first_failure is None and self.signal is None:
+            self.first_failure = value
+            self.failed(self.plan.nodes[value["node_rank"]].host, "nodes")
+        return False
 
-    def run(self, jobs) -> int:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
+    def stop_agents(self, signum: int) -> None:
+        # Every agent reads the same stdin: one line reaches all nodes.
         try:
-            self._start(jobs)
-            while True:
-                try:
-                    kind, value = self.events.get(timeout=0.2)
-                except queue.Empty:
-                    if self._kill_at is not None and time.monotonic() > self._kill_at:
-                        self.srun.send_signal(signal.SIGKILL)
-                        self._kill_at = None
-                    continue
-                if kind == "exit":
-                    break
-                self._handle(kind, value)
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if self.srun is not None and self.srun.poll() is None:
-                self.srun.kill()
-                self.srun.wait()
-            self.relay.close()
-        return self._exit_code()
+            self.srun.stdin.write(signal_line(signum))
+            self.srun.stdin.flush()
+        except OSError:
+            pass  # srun is gone already
 
-    def _exit_code(self) -> int:
-        if self.signal is not None:
-            return 128 + self.signal
+    def cut_off(self) -> None:
+        self.srun.send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.srun is not None and self.srun.poll() is None:
+            self.srun.kill()
+            self.srun.wait()
+
+    def exit_code(self) -> int:
         failure = self.first_failure
         if failure is not None:
             node = self.plan.nodes[failure["node_rank"]]

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import queue
-import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
 from dsrun.errors import UsageError
-from dsrun.launcher.backends.agents import run_agents
+from dsrun.launcher.backends.agents import AgentJob, run_agents
 from dsrun.launcher.backends.envfile import remote_env
 from dsrun.launcher.backends.local import prepare_log_dir
 from dsrun.launcher.backends.relay import Relay
@@ -23,10 +20,7 @@ from dsrun.launcher.backends.ssh.config import resolve_target
 from dsrun.launcher.backends.ssh.connection import HostError
 from dsrun.launcher.backends.ssh.session import LOST, HostSession
 from dsrun.launcher.node.protocol import jobs_line
-from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS
 from dsrun.launcher.plan.world import WorldPlan, with_rendezvous
-
-HANG_UP_AFTER = 10.0  # beyond the shutdown timeout: agents still running then lose their connection
 
 
 def _sessions(plan: WorldPlan, accept_new: bool, timeout: float) -> list[HostSession]:
@@ -73,79 +67,47 @@ def rendezvous(plan: WorldPlan, sessions: list[HostSession]) -> WorldPlan:
     return with_rendezvous(plan, address, port)
 
 
-class SshJob:
-    """The running job: every host's agent, and the rule that the first failure or signal stops them all."""
+class SshJob(AgentJob):
+    """Every host's agent over its own SSH session; the job ends when every session has."""
+
+    nodes = "hosts"
 
     def __init__(self, plan: WorldPlan, sessions: list[HostSession], relay: Relay, shutdown_timeout: float,
                  quiet: bool):
-        self.plan = plan
+        super().__init__(plan, relay, shutdown_timeout, quiet)
         self.sessions = sessions
-        self.relay = relay
-        self.shutdown_timeout = shutdown_timeout
-        self.quiet = quiet
-        self.events: queue.Queue = queue.Queue()
+        self.running = set(sessions)
         self.failure: HostSession | None = None
-        self.signal: int | None = None
-        self._hang_up_at: float | None = None
 
-    def on_event(self, session: HostSession, event: dict) -> None:
+    def agent_event(self, session: HostSession, event: dict) -> None:
         if event["event"] == "done":
             session.done = event
-        elif event["event"] == "node" and not self.quiet:
-            self.relay.say(f"{session.host}: ranks {event['ranks']} started; {event['interface']}")
 
-    def _on_signal(self, signum: int, _frame) -> None:
-        self.events.put(("signal", signum))
+    def start(self, jobs) -> None:
+        for session, job in zip(self.sessions, jobs, strict=True):
+            session.start(jobs_line([job]), self.relay, lambda s: self.events.put(("end", s)))
 
-    def _stop_all(self, running: set[HostSession], signum: int) -> None:
-        for session in running:
+    def handle(self, kind: str, session: HostSession) -> bool:
+        self.running.discard(session)
+        if session.exit_status != 0 and self.failure is None and self.signal is None:
+            self.failure = session
+            if self.running:
+                self.failed(session.host, f"{len(self.running)} host(s)")
+        return not self.running
+
+    def stop_agents(self, signum: int) -> None:
+        for session in self.running:
             session.stop(signum)
-        self._hang_up_at = time.monotonic() + self.shutdown_timeout + HANG_UP_AFTER
 
-    def _ended(self, session: HostSession, running: set[HostSession]) -> None:
-        running.discard(session)
-        if session.exit_status == 0 or self.failure is not None or self.signal is not None:
-            return
-        self.failure = session
-        if running:
-            self.relay.say(f"{session.host} failed; stopping the other {len(running)} host(s)")
-            self._stop_all(running, signal.SIGTERM)
+    def cut_off(self) -> None:
+        for session in self.running:
+            session.hang_up()
 
-    def run(self, jobs) -> int:
-        previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
-        running = set(self.sessions)
-        try:
-            for session, job in zip(self.sessions, jobs, strict=True):
-                session.start(jobs_line([job]), self.relay, lambda s: self.events.put(("end", s)))
-            while running:
-                try:
-                    kind, value = self.events.get(timeout=0.2)
-                except queue.Empty:
-                    if self._hang_up_at is not None and time.monotonic() > self._hang_up_at:
-                        for session in running:
-                            session.hang_up()
-                        self._hang_up_at = None
-                    continue
-                if kind == "end":
-                    self._ended(value, running)
-                elif self.signal is None:
-                    self.signal = value
-                    self.relay.say(f"received {signal.Signals(value).name}; stopping all hosts")
-                    self._stop_all(running, value)
-                else:  # asked twice: stop waiting for a graceful end
-                    for session in running:
-                        session.hang_up()
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            for session in self.sessions:
-                session.hang_up()
-            self.relay.close()
-        return self._exit_code()
+    def close(self) -> None:
+        for session in self.sessions:
+            session.hang_up()
 
-    def _exit_code(self) -> int:
-        if self.signal is not None:
-            return 128 + self.signal
+    def exit_code(self) -> int:
         session = self.failure
         if session is None:
             return 0
