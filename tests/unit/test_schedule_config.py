@@ -118,3 +118,18 @@ def test_unknown_type_lists_the_choices(type_name, hint):
 def test_params_must_be_a_mapping():
     with pytest.raises(UsageError, match=r"scheduler WarmupLR: params must be an object .* got list"):
         build_scheduler(sgd(), "WarmupLR", [1, 2])
+
+
+def test_the_config_table_of_deepspeed_schedules_matches_their_classes():
+    """The config checks scheduler params without torch, from its own table; the classes' signatures are the truth."""
+    import inspect
+
+    from dsrun.config.optim_section import DEEPSPEED_SCHEDULERS
+    from dsrun.runtime.schedules.build import DEEPSPEED_SCHEDULES
+
+    assert set(DEEPSPEED_SCHEDULERS) == set(DEEPSPEED_SCHEDULES)
+    for name, cls in DEEPSPEED_SCHEDULES.items():
+        params = [p for p in inspect.signature(cls).parameters.values() if p.name != "optimizer"]
+        required = tuple(p.name for p in params if p.default is inspect.Parameter.empty)
+        optional = tuple(p.name for p in params if p.default is not inspect.Parameter.empty)
+        assert DEEPSPEED_SCHEDULERS[name] == (required, optional), name

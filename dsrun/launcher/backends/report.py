@@ -5,13 +5,10 @@ from __future__ import annotations
 import shlex
 
 from dsrun.launcher.node.supervisor import describe_exit
+from dsrun.launcher.plan.render import span
 from dsrun.launcher.plan.world import NodePlan
 
 EXIT_CONNECTION_LOST = 255  # what ssh itself returns when the connection fails
-
-
-def _span(ranks: list[int]) -> str:
-    return f"{ranks[0]}-{ranks[-1]}" if len(ranks) > 1 else str(ranks[0]) if ranks else "none"
 
 
 def failed_rank(node: NodePlan, failure: dict) -> str:
@@ -26,9 +23,9 @@ def failed_rank(node: NodePlan, failure: dict) -> str:
 
 
 def lost_host(node: NodePlan, how: str) -> str:
-    return f"{how} {node.host} (node {node.node_rank}, ranks {_span(node.ranks)}); every other host was stopped"
+    return f"{how} {node.host} (node {node.node_rank}, ranks {span(node.ranks)}); every other host was stopped"
 
 
 def agent_failed(node: NodePlan, status: int) -> str:
-    return f"the node agent on {node.host} (ranks {_span(node.ranks)}) ended with exit status {status} " \
+    return f"the node agent on {node.host} (ranks {span(node.ranks)}) ended with exit status {status} " \
            "before its workers did; see its messages above"

@@ -33,7 +33,7 @@ def print_plan(plan: WorldPlan) -> None:
     for column in ("node", "host", "slots", "ranks"):
         nodes.add_column(column)
     for node in plan.nodes:
-        nodes.add_row(str(node.node_rank), node.host, ",".join(map(str, node.slots)), _span(node.ranks))
+        nodes.add_row(str(node.node_rank), node.host, ",".join(map(str, node.slots)), span(node.ranks))
     console.print(nodes)
 
     first = plan.ranks[0].env
@@ -45,7 +45,7 @@ def print_plan(plan: WorldPlan) -> None:
     for rank in plan.ranks:
         env = " ".join(f"{k}={rank.env[k]}" for k in _PER_RANK_SHOWN if k in rank.env)
         if rank.cores:
-            env += f" cores={_span(rank.cores)}"
+            env += f" cores={span(rank.cores)}"
         ranks.add_row(str(rank.rank), rank.host, str(rank.slot), env, shlex.join(rank.command))
     console.print(ranks)
 
@@ -58,8 +58,10 @@ def print_plan(plan: WorldPlan) -> None:
         console.print(f"[yellow]note[/yellow]: {note}")
 
 
-def _span(numbers: list[int]) -> str:
-    """[0,1,2,3,5] → '0-3,5': keeps a 1024-rank node readable."""
+def span(numbers: list[int]) -> str:
+    """[0,1,2,3,5] → '0-3,5': keeps a 1024-rank node readable; [] → 'none'."""
+    if not numbers:
+        return "none"
     runs: list[list[int]] = []
     for n in numbers:
         if runs and n == runs[-1][1] + 1:
