@@ -16,7 +16,7 @@ ACTED_ON = frozenset({
     "optimizer.type", "optimizer.params",
     "optimizer.torch_adam",  # dsrun always steps torch's Adam, which is what the flag asks for
     "scheduler.type", "scheduler.params",
-    "fp16.enabled", "fp16.auto_cast", "fp16.loss_scale", "fp16.initial_scale_power", "fp16.loss_scale_window",
+    "fp16.enabled", "fp16.loss_scale", "fp16.initial_scale_power", "fp16.loss_scale_window",
     "fp16.hysteresis", "fp16.consecutive_hysteresis", "fp16.min_loss_scale",
     "bf16.enabled", "bfloat16.enabled",
     "amp.enabled", "amp.opt_level",
@@ -50,6 +50,8 @@ REASONS: dict[str, str] = {
     # Top-level scalars.
     "cuda_visible_devices": "it is not a DeepSpeed key either (DeepSpeed ignores it); choose GPUs with --include"
     " or CUDA_VISIBLE_DEVICES",
+    "fp16.auto_cast": "floating inputs are always cast to the half-precision parameters' dtype before the forward"
+    " (a half module fed fp32 tensors can only fail); inputs already in half are left alone",
     "managed_gradient_accumulation": "dsrun always steps the optimizer at the gradient-accumulation boundary",
     "zero_force_ds_cpu_optimizer": "dsrun has no DeepSpeed CPU optimizers to force; the configured torch optimizer"
     " runs wherever its states live",

@@ -16,7 +16,6 @@ from dsrun.errors import UsageError
 @dataclass(frozen=True)
 class FP16Config:
     enabled: bool = False
-    auto_cast: bool = False
     loss_scale: float = 0.0  # 0 = dynamic loss scaling
     initial_scale_power: int = 16
     loss_scale_window: int = 1000
@@ -56,8 +55,6 @@ class CheckpointConfig:
     keep_last: int | None = None
     # dsrun's own. Exact resume needs the saved random states; DeepSpeed leaves the generators alone (false).
     load_rng_state: bool = True
-    load_universal: bool = False
-    use_node_local_storage: bool = False
 
 
 # Largest initial_scale_power whose 2**p is still a finite float (torch's scalers keep the scale as a float).

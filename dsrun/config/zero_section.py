@@ -1,6 +1,6 @@
 """The `zero_optimization` section: stage, offload, bucket sizes, and DeepSpeed's deprecated spellings of them.
 
-Defaults are DeepSpeed 0.19.8's: offload `pin_memory` true, 5e8-element buckets, `overlap_comm` on at stage 3 only.
+Defaults are DeepSpeed 0.19.8's: offload `pin_memory` true, 5e8-element buckets.
 Deprecated forms are mapped the way DeepSpeed maps them and noted in a warning:
 `"zero_optimization": true` is stage 1 (and `false` stage 0), `cpu_offload: true` is `offload_optimizer` on the CPU,
 `cpu_offload_param: true` is `offload_param` on the CPU. `cpu_offload_use_pin_memory`, which DeepSpeed 0.19 reads but
@@ -34,9 +34,6 @@ class ZeroConfig:
     reduce_bucket_size: int = DEFAULT_BUCKET_SIZE
     allgather_bucket_size: int = DEFAULT_BUCKET_SIZE
     prefetch_bucket_size: int = DEFAULT_PREFETCH_BUCKET_SIZE
-    overlap_comm: bool = False
-    contiguous_gradients: bool = True
-    reduce_scatter: bool = True
     ignore_unused_parameters: bool = True
     gather_16bit_weights_on_model_save: bool = False  # stage 3: whether save_16bit_model writes a file
 
@@ -96,9 +93,6 @@ def build_zero(zero: Mapping[str, Any], notes: list[str]) -> ZeroConfig:
         reduce_bucket_size=zero.get("reduce_bucket_size", DEFAULT_BUCKET_SIZE),
         allgather_bucket_size=zero.get("allgather_bucket_size", DEFAULT_BUCKET_SIZE),
         prefetch_bucket_size=_stage3_setting(zero, "prefetch_bucket_size", DEFAULT_PREFETCH_BUCKET_SIZE),
-        overlap_comm=zero.get("overlap_comm", stage == 3),
-        contiguous_gradients=zero.get("contiguous_gradients", True),
-        reduce_scatter=zero.get("reduce_scatter", True),
         ignore_unused_parameters=zero.get("ignore_unused_parameters", True),
         gather_16bit_weights_on_model_save=_stage3_setting(
             zero, "gather_16bit_weights_on_model_save", zero.get("stage3_gather_fp16_weights_on_model_save", False)),

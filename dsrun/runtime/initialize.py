@@ -104,9 +104,8 @@ def _optimizer(optimizer, cfg, groups, strategy, device, rank0):
 def _strategy_context(cfg, placement, precision) -> StrategyContext:
     zero = cfg.zero
     # "nvme" offloads to CPU memory too (the config warns about it); stage 0 has nothing to offload.
-    offload = zero.stage > 0 and any(
-        o is not None and o.device != "none" for o in (zero.offload_optimizer, zero.offload_param)
-    )
+    offloads = [o for o in (zero.offload_optimizer, zero.offload_param) if o is not None and o.device != "none"]
+    offload = zero.stage > 0 and bool(offloads)
     return StrategyContext(
         placement=placement,
         precision=precision,
@@ -115,6 +114,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         gather_bucket_elements=int(zero.allgather_bucket_size),
         unit_elements=int(zero.prefetch_bucket_size),
         offload_cpu=offload,
+        offload_pinned=offload and placement.device.type == "cuda" and all(o.pin_memory for o in offloads),
         reduction=grad_reduction(cfg, placement.world_size, precision.param_dtype, zero.stage),
         allow_unused=zero.ignore_unused_parameters,
     )

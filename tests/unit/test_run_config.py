@@ -47,7 +47,7 @@ def test_zero3_offload_example():
     assert zero.offload_optimizer == OffloadConfig(device="cpu", pin_memory=True)
     assert zero.offload_param == OffloadConfig(device="cpu", pin_memory=False)
     assert zero.reduce_bucket_size == 1_000_000 and isinstance(zero.reduce_bucket_size, int)
-    assert zero.overlap_comm is True and zero.allgather_bucket_size == 500_000_000
+    assert zero.allgather_bucket_size == 500_000_000
     assert zero.prefetch_bucket_size == 940_000
     assert parse_run_config({"zero_optimization": {"prefetch_bucket_size": 7}}).zero.prefetch_bucket_size == 7
     assert config.optimizer.type == "Adam" and config.optimizer.params["betas"] == [0.9, 0.999]
@@ -74,10 +74,10 @@ def test_fp16_with_every_key():
         "zero_optimization": {"stage": 2},
     }  # fmt: skip
     fp16 = parse_run_config(raw).fp16
-    assert (fp16.enabled, fp16.auto_cast, fp16.loss_scale, fp16.initial_scale_power) == (True, True, 0.0, 12)
+    assert (fp16.enabled, fp16.loss_scale, fp16.initial_scale_power) == (True, 0.0, 12)
     assert (fp16.loss_scale_window, fp16.hysteresis, fp16.consecutive_hysteresis, fp16.min_loss_scale) == (
         500, 3, True, 0.5)
-    assert warned_paths(parse_run_config(raw)) == {"fp16.fp16_master_weights_and_grads"}
+    assert warned_paths(parse_run_config(raw)) == {"fp16.fp16_master_weights_and_grads", "fp16.auto_cast"}
 
 
 def test_bf16_warmup_decay_tensorboard():
@@ -149,7 +149,7 @@ def test_hf_all_auto_template():
 def test_defaults_of_an_empty_config():
     config = parse_run_config({})
     assert (config.optimizer, config.scheduler, config.steps_per_print, config.seed) == (None, None, None, None)
-    assert config.zero.stage == 0 and config.zero.offload_optimizer is None and config.zero.overlap_comm is False
+    assert config.zero.stage == 0 and config.zero.offload_optimizer is None
     assert config.amp.opt_level == "O1" and not config.amp.enabled
     assert config.checkpoint.tag_validation == "Warn" and config.checkpoint.keep_last is None
     assert config.wandb.project == "deepspeed" and config.gradient_predivide_factor == 1.0
@@ -198,7 +198,6 @@ def test_monitors_checkpoint_and_dsrun_keys():
     assert (config.wandb.project, config.wandb.group, config.wandb.team) == ("p", "g", "t")
     assert config.csv_monitor.output_path == "/tmp/csv" and config.csv_monitor.job_name == "j"
     assert (config.checkpoint.tag_validation, config.checkpoint.keep_last) == ("Fail", 3)
-    assert config.checkpoint.load_universal is True
     assert (config.seed, config.dataloader_drop_last, config.prescale_gradients) == (1234, True, True)
     assert (config.gradient_predivide_factor, config.zero_allow_untested_optimizer, config.dump_state) == (
         2.0, True, True)

@@ -23,6 +23,7 @@ class StrategyContext:
     unit_elements: int  # stage 3: most parameter elements gathered together (stage3_prefetch_bucket_size)
     allow_unused: bool  # zero_optimization.ignore_unused_parameters (DeepSpeed default: true)
     offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"
+    offload_pinned: bool  # ... in pinned memory (their pin_memory, honoured with CUDA only: pinning needs a GPU)
     reduction: GradReduction  # the dtype and scaling of the gradient sum over ranks
 
 

@@ -110,8 +110,7 @@ class FullySharded(Strategy):
                 broadcast_from_rank0(model, ctx.placement.device)
             mesh = init_device_mesh(placement.device.type, (placement.world_size,))
             mp_policy = MixedPrecisionPolicy(param_dtype=settings[1], reduce_dtype=ctx.reduction.dtype)
-            offload = (CPUOffloadPolicy(pin_memory=placement.device.type == "cuda") if ctx.offload_cpu
-                       else OffloadPolicy())
+            offload = CPUOffloadPolicy(pin_memory=ctx.offload_pinned) if ctx.offload_cpu else OffloadPolicy()
             options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
             for unit in units:
                 fully_shard(unit if len(unit) > 1 else unit[0], **options)

@@ -1,0 +1,28 @@
+"""What the config's ZeRO section turns into for the strategies: offload, pinning, unused parameters (typed values,
+never the raw dict: "false" as a string once read as true)."""
+
+import torch
+
+from dsrun.config import parse_run_config
+from dsrun.runtime.distributed import Placement
+from dsrun.runtime.initialize import _strategy_context
+from dsrun.runtime.precision import choose_precision
+
+
+def context(device: str, zero: dict):
+    cfg = parse_run_config({"train_micro_batch_size_per_gpu": 1, "zero_optimization": zero})
+    placement = Placement(0, 0, 2, torch.device(device), "gloo")
+    return _strategy_context(cfg, placement, choose_precision(cfg, torch.device("cpu")))
+
+
+def test_offload_pin_memory_is_honoured_where_pinning_exists():
+    offload = {"stage": 2, "offload_optimizer": {"device": "cpu"}}
+    assert context("cuda", offload).offload_pinned  # DeepSpeed's default pin_memory: true
+    assert not context("cuda", {**offload, "offload_optimizer": {"device": "cpu", "pin_memory": False}}).offload_pinned
+    assert not context("cpu", offload).offload_pinned  # pinned memory needs a GPU
+    assert not context("cuda", {"stage": 0, "offload_optimizer": {"device": "cpu"}}).offload_pinned
+
+
+def test_ignore_unused_parameters_is_the_typed_value():
+    assert context("cpu", {"stage": 2}).allow_unused
+    assert not context("cpu", {"stage": 2, "ignore_unused_parameters": "false"}).allow_unused
