@@ -217,8 +217,16 @@ def _scheduler(cfg, client_scheduler, optimizer):
         return client_scheduler
     if cfg.scheduler is None or optimizer is None:
         return None
+    from dsrun.config.optim_section import DEEPSPEED_SCHEDULERS
     from dsrun.runtime.schedules import build_scheduler
 
+    # "auto" is for Hugging Face's Trainer to fill in before initialize() sees the config; one still here was not, and
+    # a parameter the schedule cannot do without has no default to fall back on.
+    required, _ = DEEPSPEED_SCHEDULERS.get(cfg.scheduler.type, ((), ()))
+    unfilled = [name for name in required if name in cfg.scheduler.auto_params]
+    if unfilled:
+        raise UsageError(f"scheduler.params.{unfilled[0]} is \"auto\", and nothing filled it in (Hugging Face's"
+                         f" Trainer does, from its arguments): give {cfg.scheduler.type} a number")
     return build_scheduler(optimizer, cfg.scheduler.type, cfg.scheduler.params)
 
 

@@ -26,3 +26,16 @@ def test_offload_pin_memory_is_honoured_where_pinning_exists():
 def test_ignore_unused_parameters_is_the_typed_value():
     assert context("cpu", {"stage": 2}).allow_unused
     assert not context("cpu", {"stage": 2, "ignore_unused_parameters": "false"}).allow_unused
+
+
+def test_an_auto_schedule_length_nobody_filled_in_is_one_line(single_process, capsys):
+    import pytest
+
+    import dsrun
+
+    config = {"train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+              "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": "auto", "warmup_num_steps": 2}}}
+    with pytest.raises(SystemExit) as stopped:
+        dsrun.initialize(model=torch.nn.Linear(2, 1), config=config)
+    assert stopped.value.code == 2
+    assert 'scheduler.params.total_num_steps is "auto", and nothing filled it in' in capsys.readouterr().err
