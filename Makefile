@@ -38,6 +38,7 @@ test-fast: install
 
 lint: install
 	$(VENV)/bin/ruff check dsrun tests bench examples
+	$(VENV)/bin/mypy
 
 bench: install
 	$(PY) bench/run.py

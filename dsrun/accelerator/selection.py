@@ -46,8 +46,9 @@ def choose(environ: Mapping[str, str] | None = None) -> str:
         raise AcceleratorChoiceError(
             f"DS_ACCELERATOR={user} but the dsrun launcher started this worker for {launcher} "
             f"(DSRUN_ACCELERATOR={launcher}): launch with `dsrun --device {user}`, or unset DS_ACCELERATOR")
-    if launcher or user:
-        return launcher or user
+    chosen = launcher or user
+    if chosen:
+        return chosen
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"

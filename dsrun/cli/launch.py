@@ -184,7 +184,7 @@ def _launch_flags() -> dict[str, Flag]:
         if param.param_type_name == "option":
             for name in [*param.opts, *param.secondary_opts]:
                 if name.startswith("--"):
-                    flags[name] = Flag(key=param.name or name, takes_value=not param.is_flag)
+                    flags[name] = Flag(key=param.name or name, takes_value=not getattr(param, "is_flag", False))
     return flags
 
 

@@ -92,6 +92,7 @@ def _range_words(kind: str, minimum: float | None, maximum: float | None) -> str
     if minimum is None and maximum is None:
         return f"{article} {kind}"
     if maximum is None:
+        assert minimum is not None  # both None returned above
         if minimum == 1 and kind == "integer":
             return "a positive integer"
         if minimum == 0:

@@ -7,6 +7,8 @@ dsrun interprets them — only the key names are checked, so a misspelt key stil
 
 from __future__ import annotations
 
+from typing import Any
+
 from dsrun.config.checks import anything, boolean, choice, integer, mapping, number, strict_boolean, string, strings
 
 
@@ -64,7 +66,7 @@ AUTOTUNING = loose(
 )
 AUTOTUNING["model_info"] = loose("profile", "num_params", "hidden_size", "num_layers")
 
-COMPILE = {
+COMPILE: dict[str, Any] = {
     name: boolean
     for name in (
         "deepcompile", "autoep_non_moe", "free_activation", "offload_activation", "offload_activation_pin_memory",

@@ -36,8 +36,8 @@ class DistributedLoader:
                  collate_fn=None, pin_memory: bool = False):
         self.batch_size = batch_size
         self.world_size = world_size
-        self.sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                          drop_last=drop_last)
+        self.sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
+                                                              shuffle=True, seed=seed, drop_last=drop_last)
         self._resumable = _ResumableSampler(self.sampler)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self._resumable, collate_fn=collate_fn,
                                  drop_last=drop_last, pin_memory=pin_memory)

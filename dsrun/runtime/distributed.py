@@ -103,8 +103,7 @@ def init_distributed(
         torch.cuda.set_device(device)  # before the process group, so NCCL binds the right GPU
     if not dist.is_initialized() and dist_init_required is not False:
         backend = _backend(dist_backend, device)
-        kwargs = {"device_id": device} if backend == "nccl" else {}
-        dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+        dist.init_process_group(backend=backend, timeout=timeout, device_id=device if backend == "nccl" else None)
         atexit.register(_quiet_exit)
     if dist.is_initialized():
         return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())

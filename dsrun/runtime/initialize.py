@@ -58,7 +58,7 @@ def _param_groups(model: nn.Module, model_parameters, optimizer) -> list[dict[st
     """The client's param groups (lists of the model's parameters plus hyper-parameters)."""
     if isinstance(optimizer, torch.optim.Optimizer):
         return [dict(group) for group in optimizer.param_groups]
-    params = list(model_parameters) if model_parameters is not None else list(model.parameters())
+    params: list[Any] = list(model_parameters) if model_parameters is not None else list(model.parameters())
     if params and isinstance(params[0], dict):
         return [dict(group, params=list(group["params"])) for group in params]
     return [{"params": params}]

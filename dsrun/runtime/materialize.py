@@ -8,6 +8,8 @@ at a time, and every rank keeps its shard of rank 0's values.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import torch
 from torch import nn
 
@@ -35,7 +37,11 @@ def materialize(model: nn.Module, device: torch.device) -> None:
     with torch.no_grad():
         for module in model.modules():
             if _owns_tensors(module):
-                module.reset_parameters()
+                _reset(module)
+
+
+def _reset(module: nn.Module) -> None:
+    cast(Any, module).reset_parameters()  # check_initialisable made sure every module owning tensors has one
 
 
 def _owns_tensors(module: nn.Module) -> bool:
@@ -57,16 +63,18 @@ def materialize_sharded(model: nn.Module, device: torch.device) -> None:
         for module in model.modules():
             if not _owns_tensors(module):
                 continue
-            shards = {name: p for name, p in module._parameters.items() if isinstance(p, DTensor)}
+            shards: dict[str, DTensor] = {}  # FSDP2's sharded parameters (DTensor parameters)
+            wholes: dict[str, nn.Parameter] = {}
+            for name, param in module._parameters.items():
+                if isinstance(param, DTensor):
+                    shards[name] = param
+                    whole = torch.empty(param.shape, dtype=param.dtype, device=param.to_local().device)
+                    wholes[name] = module._parameters[name] = nn.Parameter(whole, requires_grad=param.requires_grad)
+            _reset(module)
             for name, shard in shards.items():
-                whole = torch.empty(shard.shape, dtype=shard.dtype, device=shard.to_local().device)
-                module._parameters[name] = nn.Parameter(whole, requires_grad=shard.requires_grad)
-            module.reset_parameters()
-            for name, shard in shards.items():
-                whole = module._parameters[name]
-                mine = distribute_tensor(whole.data, shard.device_mesh, shard.placements, src_data_rank=0)
+                mine = distribute_tensor(wholes[name].data, shard.device_mesh, shard.placements, src_data_rank=0)
                 shard.to_local().copy_(mine.to_local())
-                module._parameters[name] = shard
+                module._parameters[name] = cast(nn.Parameter, shard)  # the very parameter FSDP2 registered
             if dist.is_initialized() and dist.get_world_size() > 1:
                 for buffer in module.buffers(recurse=False):
                     dist.broadcast(buffer, src=0)

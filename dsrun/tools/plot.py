@@ -61,9 +61,9 @@ def plot_run(run_dir: Path | str, output: Path | str | None = None) -> Path:
     steps = metrics["step"]
     if not steps:
         raise UsageError(f"{csv_path} has no steps yet: nothing to plot")
-    matplotlib = _matplotlib()
+    figure_class, locator = _matplotlib()
     target = Path(output) if output is not None else run_dir / CURVES_PNG
-    figure = _draw(*matplotlib, run_dir, metrics)
+    figure = _draw(figure_class, locator, run_dir, metrics)
     try:
         figure.savefig(target, dpi=110)
     except OSError as err:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever sys.stdout is when a line is logged (a script or test may replace it after import)."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self):
         return sys.stdout
 

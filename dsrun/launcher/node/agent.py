@@ -48,7 +48,7 @@ def _watch_launcher(reader: LineReader, grace: float) -> None:
     while True:
         line = reader.readline()
         if line is None:
-            signum = signal.SIGHUP  # the launcher, or the connection to it, went away
+            signum = int(signal.SIGHUP)  # the launcher, or the connection to it, went away
             break
         try:
             signum = int(json.loads(line)["signal"])

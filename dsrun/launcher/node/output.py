@@ -39,7 +39,7 @@ class OutputRouter:
         if self.log_dir is not None:
             self._logs[rank] = open(self.log_dir / f"rank{rank}.log", "wb")  # noqa: SIM115 - closed in close()
 
-    def follow(self, rank: int, pipe: BinaryIO, fd: int) -> None:
+    def follow(self, rank: int, pipe: IO[bytes], fd: int) -> None:
         """Start a thread copying `pipe` (the worker's stdout if fd == 1, stderr if 2)."""
         thread = threading.Thread(target=self._pump, args=(rank, pipe, fd), daemon=True, name=f"rank{rank}-fd{fd}")
         thread.start()

@@ -13,12 +13,17 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import Any, Callable
 
 from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
 from dsrun.launcher.plan.world import RankPlan
+
+# What signal.signal returns and takes back: a handler function, SIG_DFL/SIG_IGN, or None (set outside Python).
+Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 REAP_SECONDS = 1.0  # how often a long job collects exit statuses of orphans re-parented to us
@@ -85,8 +90,8 @@ class Supervisor:
         if self._signal_count > 1:  # asked twice: stop waiting for a graceful end
             self._kill_everything(signal.SIGKILL)
 
-    def _install_handlers(self) -> dict[int, object]:
-        previous = {}
+    def _install_handlers(self) -> dict[int, Handler]:
+        previous: dict[int, Handler] = {}
         for sig in FORWARDED_SIGNALS:
             previous[sig] = signal.signal(sig, self._on_signal)
         # A signal also writes a byte here, which wakes the select() in _wait_for_news at once.
@@ -137,6 +142,8 @@ class Supervisor:
             self._pidfds[plan.rank] = os.pidfd_open(self.procs[plan.rank].pid)
         # Threads start only after every fork: preexec_fn is unsafe once other threads exist.
         for rank, proc in self.procs.items():
+            if proc.stdout is None or proc.stderr is None:
+                raise RuntimeError(f"rank {rank} was started without its output pipes")
             self.output.follow(rank, proc.stdout, 1)
             self.output.follow(rank, proc.stderr, 2)
 

@@ -103,7 +103,7 @@ def _slot_list(slots: list[int]) -> str:
 def include(pool: Pool, text: str) -> Pool:
     selection = parse_selector(text, "--include")
     _check_known(pool, selection, "--include")
-    return {host: list(slots) if selection[host] is None else selection[host] for host, slots in pool.items()
+    return {host: list(slots) if (chosen := selection[host]) is None else chosen for host, slots in pool.items()
             if host in selection}
 
 

@@ -40,7 +40,7 @@ def _expand_one(item: str, whole: str) -> list[str]:
         return [item]
     close_at = item.find("]", open_at)
     head, body, tail = item[:open_at], item[open_at + 1:close_at], item[close_at + 1:]
-    names = []
+    names: list[str] = []
     for piece in body.split(","):
         match = _RANGE.fullmatch(piece.strip())
         if not match:

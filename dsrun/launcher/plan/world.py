@@ -70,6 +70,13 @@ class WorldPlan:
     # host then splits its own cores instead.
     blocks_from_cores: bool = True
 
+    @property
+    def reach(self) -> RemoteSetup:
+        """How hosts are reached; only a plan for the "ssh" or "slurm" launcher has it."""
+        if self.remote is None:
+            raise RuntimeError(f"a {self.launcher} plan has no remote setup: only ssh and slurm plans reach hosts")
+        return self.remote
+
     def to_dict(self) -> dict[str, Any]:
         # Built by hand: dataclasses.asdict deep-copies every value and was 90% of a 8192-rank dry run.
         return {

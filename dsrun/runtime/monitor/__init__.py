@@ -8,7 +8,7 @@ Where the files go is decided in `rundir.py`.
 from __future__ import annotations
 
 from dsrun.runtime.monitor.csv_writer import CsvWriter
-from dsrun.runtime.monitor.monitor import Monitor
+from dsrun.runtime.monitor.monitor import Monitor, Writer
 from dsrun.runtime.monitor.rundir import make_dirs, run_dirs, section_dir
 from dsrun.runtime.monitor.summary import CONFIG_JSON, RunSummary, config_sha256, resolved_config, write_json
 
@@ -42,7 +42,7 @@ def build_monitor(cfg, placement, *, plot: bool = True) -> Monitor | None:
     # Written now rather than at the end, so a run killed outright still has its config next to its rows.
     for run_dir in dirs:
         write_json(run_dir / CONFIG_JSON, resolved_config(cfg.raw, batch))
-    writers = []
+    writers: list[Writer] = []
     try:
         writers.extend(CsvWriter(run_dir) for run_dir in dirs)
         if cfg.tensorboard.enabled:

@@ -14,7 +14,7 @@ import contextlib
 import os
 import signal
 import threading
-from typing import Callable
+from typing import Any, Callable
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -22,7 +22,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT)
 class CloseOnExit:
     def __init__(self, close: Callable[[str], None]):
         self._close = close  # takes what ended the run: "exit" or a signal name
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Any] = {}  # what signal.signal returned: a handler, SIG_DFL/SIG_IGN or None
         self._busy = 0
         self._pending: int | None = None
 

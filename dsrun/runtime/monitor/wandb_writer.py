@@ -6,6 +6,7 @@ import importlib.util
 import netrc
 import os
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from dsrun.config import WandbConfig
@@ -48,8 +49,8 @@ class WandbWriter:
         import wandb
 
         mode = wandb_mode()
-        options = {"project": section.project, "group": section.group, "entity": section.team, "mode": mode,
-                   "config": config}
+        options: dict[str, Any] = {"project": section.project, "group": section.group, "entity": section.team,
+                                   "mode": mode, "config": config}
         if not os.environ.get("WANDB_DIR"):  # keep wandb's files with the run's other files unless told otherwise
             options["dir"] = str(run_dir)
         self._run = wandb.init(**options)

@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.tensor import DTensor
 
 WORLD = "world"  # norm_group value: the default process group, resolved at each step (it may not exist yet)
 
@@ -46,7 +47,7 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.to_local() if hasattr(tensor, "to_local") else tensor
 
 
-def _dtensor_group(param: torch.Tensor):
+def _dtensor_group(param: DTensor):
     """The process group over which a DTensor's pieces must be summed, or None if each rank holds all of it."""
     placements = param.placements
     if all(p.is_replicate() for p in placements):

@@ -67,6 +67,10 @@ class IterationSchedule:
     def group_count(self) -> int:
         return len(self.optimizer.param_groups)
 
+    def get_lr(self) -> list[float]:
+        """Each param group's lr at `last_batch_iteration` (the schedule itself)."""
+        raise NotImplementedError
+
     def _start(self) -> None:
         # A fresh schedule sets the lr the first update uses; a resumed one (iteration >= 0) leaves the restored
         # optimizer's lr alone, as DeepSpeed does.

@@ -92,7 +92,7 @@ def _build_torch_scheduler(optimizer: torch.optim.Optimizer, type_name: str, par
 
 def _parameters(cls: type) -> dict[str, inspect.Parameter]:
     """The constructor's keyword parameters a config may set: everything after (self, optimizer)."""
-    signature = inspect.signature(cls.__init__)
+    signature = inspect.signature(cls.__init__)  # type: ignore[misc]  # the class's own, read from the class
     return {name: p for name, p in signature.parameters.items()
             if name not in ("self", "optimizer") and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
 

@@ -79,11 +79,10 @@ class OneCycle(IterationSchedule):
     def _apply(self) -> None:
         super()._apply()
         if self.cycle_momentum:
-            moms = self.get_mom()
-            if self.last_batch_iteration == -1:
-                # DeepSpeed's constructor writes min_mom, the momentum the first update then uses, while get_mom()
-                # reports the cycle formula's value (max_mom): both kept as they are.
-                moms = [(self.min_mom, ONE_CYCLE_BETA2)] * self.group_count
+            # DeepSpeed's constructor writes min_mom, the momentum the first update then uses, while get_mom()
+            # reports the cycle formula's value (max_mom): both kept as they are.
+            first = [(self.min_mom, ONE_CYCLE_BETA2)] * self.group_count
+            moms = first if self.last_batch_iteration == -1 else self.get_mom() or first
             for group, betas in zip(self.optimizer.param_groups, moms, strict=True):
                 group["betas"] = betas
 

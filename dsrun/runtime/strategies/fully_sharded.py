@@ -9,6 +9,8 @@ averages in the collective itself, so prescale_gradients / gradient_predivide_fa
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -111,11 +113,11 @@ class FullySharded(Strategy):
             mesh = init_device_mesh(placement.device.type, (placement.world_size,))
             mp_policy = MixedPrecisionPolicy(param_dtype=settings[1], reduce_dtype=ctx.reduction.dtype)
             offload = CPUOffloadPolicy(pin_memory=ctx.offload_pinned) if ctx.offload_cpu else OffloadPolicy()
-            options = {"mesh": mesh, "reshard_after_forward": True, "mp_policy": mp_policy, "offload_policy": offload}
             for unit in units:
-                fully_shard(unit if len(unit) > 1 else unit[0], **options)
-            fully_shard(model, **options)
-            model._dsrun_stage3_settings = settings  # type: ignore[attr-defined]
+                fully_shard(unit if len(unit) > 1 else unit[0], mesh=mesh, reshard_after_forward=True,
+                            mp_policy=mp_policy, offload_policy=offload)
+            fully_shard(model, mesh=mesh, reshard_after_forward=True, mp_policy=mp_policy, offload_policy=offload)
+            setattr(model, "_dsrun_stage3_settings", settings)  # noqa: B010 - read back by a later initialize()
         # A parameter a rank's forward left unused still joins its unit's reduce-scatter, with a zero gradient: ranks
         # that took different branches then pair up the same collectives and average exactly, as DDP's
         # find_unused_parameters and stages 1-2 do. What that cannot mend is ranks running different blocks (a
@@ -124,7 +126,7 @@ class FullySharded(Strategy):
         # after_backward compares those instead.
         self._zero_fills_unused = hasattr(model, "set_reduce_scatter_unused_params")
         if self._zero_fills_unused:
-            model.set_reduce_scatter_unused_params(True)
+            cast(FSDPModule, model).set_reduce_scatter_unused_params(True)
         self._blocks = [block for unit in units for block in unit]
         self._ran: set[int] = set()  # ids of the blocks whose forward ran since the last backward
         if self._zero_fills_unused:  # otherwise the per-parameter comparison covers skipped blocks too

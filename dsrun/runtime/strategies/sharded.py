@@ -84,10 +84,11 @@ class Sharded(Strategy):
                 offset += n
                 # Reduced in fp32 (unless configured otherwise), kept in the parameters' dtype (DeepSpeed's
                 # grad_accum_dtype default): a shard of half gradients is what ZeRO-2's 2Ψ/N accounts for.
-                if self.accumulated[param] is None:
+                sofar = self.accumulated[param]
+                if sofar is None:
                     self.accumulated[param] = piece.to(param.dtype, copy=True)
                 else:
-                    self.accumulated[param].add_(piece)
+                    sofar.add_(piece)
                 param.grad = None  # the full gradient is done with: free it now
 
     def catch_up(self) -> None:

@@ -33,25 +33,40 @@ class SlurmJob(AgentJob):
         super().__init__(plan, relay, shutdown_timeout, quiet)
         self.done: dict[int, dict] = {}
         self.first_failure: dict | None = None
-        self.srun: subprocess.Popen | None = None
+        self._srun: subprocess.Popen[bytes] | None = None
 
     def agent_event(self, _source, event: dict) -> None:
         if event["event"] == "done":
             self.events.put(("done", event))
 
+    @property
+    def srun(self) -> subprocess.Popen[bytes]:
+        if self._srun is None:
+            raise RuntimeError("srun was not started (start() comes first)")
+        return self._srun
+
+    def _write(self, line: bytes) -> None:
+        stdin = self.srun.stdin
+        if stdin is None:
+            raise OSError("srun's stdin is closed")
+        stdin.write(line)
+        stdin.flush()
+
     def start(self, jobs) -> None:
+        command = self.plan.reach.srun
+        if command is None:
+            raise RuntimeError("a Slurm plan without its srun command")
         try:
-            self.srun = subprocess.Popen(
-                self.plan.remote.srun, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            srun = self._srun = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                 process_group=0, preexec_fn=proctree.make_child_setup(os.getpid(), None),
             )
         except OSError as err:
             raise UsageError(f"cannot run srun: {err.strerror or err}; is Slurm installed here?") from None
-        self.srun.stdin.write(jobs_line(jobs))
-        self.srun.stdin.flush()
-        for stream, fd in ((self.srun.stdout, 1), (self.srun.stderr, 2)):
+        self._write(jobs_line(jobs))
+        for stream, fd in ((srun.stdout, 1), (srun.stderr, 2)):
             threading.Thread(target=pump, args=(stream, self.relay, None, fd), daemon=True).start()
-        threading.Thread(target=lambda: self.events.put(("exit", self.srun.wait())), daemon=True).start()
+        threading.Thread(target=lambda: self.events.put(("exit", srun.wait())), daemon=True).start()
 
     def handle(self, kind: str, value) -> bool:
         if kind == "exit":
@@ -65,8 +80,7 @@ class SlurmJob(AgentJob):
     def stop_agents(self, signum: int) -> None:
         # Every agent reads the same stdin: one line reaches all nodes.
         try:
-            self.srun.stdin.write(signal_line(signum))
-            self.srun.stdin.flush()
+            self._write(signal_line(signum))
         except OSError:
             pass  # srun is gone already
 
@@ -74,9 +88,9 @@ class SlurmJob(AgentJob):
         self.srun.send_signal(signal.SIGKILL)
 
     def close(self) -> None:
-        if self.srun is not None and self.srun.poll() is None:
-            self.srun.kill()
-            self.srun.wait()
+        if self._srun is not None and self._srun.poll() is None:
+            self._srun.kill()
+            self._srun.wait()
 
     def exit_code(self) -> int:
         failure = self.first_failure
@@ -96,7 +110,7 @@ class SlurmJob(AgentJob):
 def run_slurm(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
     if log_dir is not None:
         prepare_log_dir(log_dir)
-    env, _ = remote_env(dict(os.environ), Path(plan.remote.cwd), Path(os.path.expanduser("~")))
+    env, _ = remote_env(dict(os.environ), Path(plan.reach.cwd), Path(os.path.expanduser("~")))
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
     job = SlurmJob(plan, relay, shutdown_timeout, quiet)
     return run_agents(plan, relay, job, env, where=f"{len(plan.nodes)} Slurm node(s)",

@@ -24,7 +24,7 @@ from dsrun.launcher.plan.world import WorldPlan, with_rendezvous
 
 
 def _sessions(plan: WorldPlan, accept_new: bool, timeout: float) -> list[HostSession]:
-    setup = plan.remote
+    setup = plan.reach
     sessions = []
     for node, host in zip(plan.nodes, setup.hosts, strict=True):
         target = replace(resolve_target(host.host), port=host.port)  # the plan already applied --ssh_port
@@ -56,14 +56,17 @@ def rendezvous(plan: WorldPlan, sessions: list[HostSession]) -> WorldPlan:
     """MASTER_ADDR: the address the first host was reached at (not what it thinks its name resolves to);
     MASTER_PORT: a port its agent found free."""
     first = sessions[0]
+    hello = first.hello
+    if hello is None:
+        raise RuntimeError(f"{first.host}: no hello from its agent (preflight comes first)")
     address, port = plan.master_addr, plan.master_port
-    if plan.remote.address_at_launch:
-        address = first.hello.peer_address
+    if plan.reach.address_at_launch:
+        address = hello.peer_address
         if ipaddress.ip_address(address.split("%")[0]).is_loopback and len(sessions) > 1:
             raise UsageError(f"the first host {first.host} is reached at {address}, which the other hosts cannot "
                              "use: pass --master_addr with an address they reach it at")
-    if plan.remote.port_at_launch:
-        port = first.hello.free_port
+    if plan.reach.port_at_launch:
+        port = hello.free_port
     return with_rendezvous(plan, address, port)
 
 
@@ -114,10 +117,10 @@ class SshJob(AgentJob):
         if session.exit_status == LOST:
             self.relay.say(lost_host(session.node, "lost the SSH connection to"))
             return EXIT_CONNECTION_LOST
+        status = session.exit_status if session.exit_status is not None else LOST  # a failure has ended
         failure = (session.done or {}).get("failure")
-        self.relay.say(failed_rank(session.node, failure) if failure else agent_failed(session.node,
-                                                                                       session.exit_status))
-        return session.exit_status
+        self.relay.say(failed_rank(session.node, failure) if failure else agent_failed(session.node, status))
+        return status
 
 
 def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float, accept_new: bool,
@@ -128,7 +131,7 @@ def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_time
     preflight(sessions)
     try:
         plan = rendezvous(plan, sessions)
-        env, _ = remote_env(dict(os.environ), Path(plan.remote.cwd), Path(os.path.expanduser("~")))
+        env, _ = remote_env(dict(os.environ), Path(plan.reach.cwd), Path(os.path.expanduser("~")))
     except UsageError:
         for session in sessions:
             session.hang_up()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import paramiko
 
@@ -40,12 +41,12 @@ class HostSession:
         self.cwd = cwd
         self.accept_new = accept_new
         self.timeout = timeout
-        self.client = None
-        self.channel = None
+        self.client: paramiko.SSHClient | None = None
+        self.channel: paramiko.Channel | None = None
         self.hello: Hello | None = None
         self.done: dict | None = None  # the agent's "done" event, once it arrives
         self.exit_status: int | None = None
-        self._stderr = None
+        self._stderr: BinaryIO | None = None
 
     @property
     def host(self) -> str:
@@ -56,26 +57,28 @@ class HostSession:
         """Connect and start the agent; a HostError says in one line why this host cannot take part."""
         self.client = ssh.connect(self.target, accept_new=self.accept_new, timeout=self.timeout)
         transport = self.client.get_transport()
+        if transport is None:
+            raise ssh.HostError(self.host, "the SSH connection closed right after it opened")
         peer = transport.getpeername()[0]
         try:
-            self.channel = transport.open_session(timeout=self.timeout)
-            self.channel.settimeout(max(self.timeout, HELLO_SECONDS))
-            self.channel.exec_command(self.command)
-            self._stderr = self.channel.makefile_stderr("rb")
+            channel = self.channel = transport.open_session(timeout=self.timeout)
+            channel.settimeout(max(self.timeout, HELLO_SECONDS))
+            channel.exec_command(self.command)
+            stderr = self._stderr = channel.makefile_stderr("rb")
             said: list[str] = []
-            for raw in iter(self._stderr.readline, b""):
+            for raw in iter(stderr.readline, b""):
                 text = raw.decode("utf-8", "replace").rstrip("\n")
                 event = parse_event(text)
                 if event is not None and event["event"] == "hello":
                     self.hello = self._check_hello(event, peer)
-                    self.channel.settimeout(None)
+                    channel.settimeout(None)
                     return self.hello
                 said.append(text)
         except TimeoutError:
             raise ssh.HostError(self.host, f"the node agent did not answer within {HELLO_SECONDS:g} s") from None
         except OSError as err:
             raise ssh.HostError(self.host, f"the SSH session broke during start-up: {err}") from None
-        raise ssh.HostError(self.host, self._why_no_agent(self.channel.recv_exit_status(), said))
+        raise ssh.HostError(self.host, self._why_no_agent(channel.recv_exit_status(), said))
 
     def _check_hello(self, event: dict, peer: str) -> Hello:
         if event.get("protocol") != PROTOCOL:
@@ -98,8 +101,9 @@ class HostSession:
     # -- the job -------------------------------------------------------------------------------------------------
     def start(self, job_line: bytes, relay: Relay, on_end) -> None:
         """Ship the job, then copy the agent's output into the relay; `on_end(self)` runs once it has exited."""
-        self.channel.sendall(job_line)
-        out = threading.Thread(target=pump, args=(self.channel.makefile("rb"), relay, self, 1), daemon=True)
+        channel = self._open_channel()
+        channel.sendall(job_line)
+        out = threading.Thread(target=pump, args=(channel.makefile("rb"), relay, self, 1), daemon=True)
         err = threading.Thread(target=pump, args=(self._stderr, relay, self, 2), daemon=True)
         out.start()
         err.start()
@@ -107,15 +111,20 @@ class HostSession:
         def wait() -> None:
             out.join()
             err.join()
-            status = self.channel.recv_exit_status()  # -1 when the connection closed without one
+            status = channel.recv_exit_status()  # -1 when the connection closed without one
             self.exit_status = LOST if status < 0 else status
             on_end(self)
 
         threading.Thread(target=wait, daemon=True, name=f"wait-{self.host}").start()
 
+    def _open_channel(self) -> paramiko.Channel:
+        if self.channel is None:
+            raise RuntimeError(f"{self.host}: the session was not opened (open() comes first)")
+        return self.channel
+
     def stop(self, signum: int) -> None:
         try:
-            self.channel.sendall(signal_line(signum))
+            self._open_channel().sendall(signal_line(signum))
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the connection is already gone, and with it the agent's stdin: it is stopping by itself
 
