@@ -14,7 +14,6 @@ from typing import Any, Mapping
 ACTED_ON = frozenset({
     "train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
     "optimizer.type", "optimizer.params",
-    "optimizer.torch_adam",  # dsrun always steps torch's Adam, which is what the flag asks for
     "scheduler.type", "scheduler.params",
     "fp16.enabled", "fp16.loss_scale", "fp16.initial_scale_power", "fp16.loss_scale_window",
     "fp16.hysteresis", "fp16.consecutive_hysteresis", "fp16.min_loss_scale",
@@ -52,6 +51,8 @@ REASONS: dict[str, str] = {
     " or CUDA_VISIBLE_DEVICES",
     "fp16.auto_cast": "floating inputs are always cast to the half-precision parameters' dtype before the forward"
     " (a half module fed fp32 tensors can only fail); inputs already in half are left alone",
+    "optimizer.torch_adam": "dsrun always steps torch's Adam/AdamW (fused where torch has the kernel), as DeepSpeed"
+    " does with torch_adam true",
     "managed_gradient_accumulation": "dsrun always steps the optimizer at the gradient-accumulation boundary",
     "zero_force_ds_cpu_optimizer": "dsrun has no DeepSpeed CPU optimizers to force; the configured torch optimizer"
     " runs wherever its states live",

@@ -106,6 +106,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
     # "nvme" offloads to CPU memory too (the config warns about it); stage 0 has nothing to offload.
     offloads = [o for o in (zero.offload_optimizer, zero.offload_param) if o is not None and o.device != "none"]
     offload = zero.stage > 0 and bool(offloads)
+    pin = all(o.pin_memory for o in offloads)
     return StrategyContext(
         placement=placement,
         precision=precision,
@@ -114,7 +115,7 @@ def _strategy_context(cfg, placement, precision) -> StrategyContext:
         gather_bucket_elements=int(zero.allgather_bucket_size),
         unit_elements=int(zero.prefetch_bucket_size),
         offload_cpu=offload,
-        offload_pinned=offload and placement.device.type == "cuda" and all(o.pin_memory for o in offloads),
+        offload_pinned=offload and placement.device.type == "cuda" and pin,
         reduction=grad_reduction(cfg, placement.world_size, precision.param_dtype, zero.stage),
         allow_unused=zero.ignore_unused_parameters,
     )

@@ -1,0 +1,114 @@
+"""Every config key dsrun says it acts on is read by the runtime: runs that between them set every such key record
+which attributes of the typed config the runtime reads. (A key that is not acted on gets its note instead:
+test_config_keys checks every catalogued key has one or the other.)"""
+
+import dataclasses
+
+import pytest
+import torch
+
+import dsrun
+from dsrun.config import acted
+from dsrun.runtime import initialize as initialize_module
+
+
+class Recorder:
+    """Stands in for the typed config (and its sections): records every attribute the runtime reads."""
+
+    def __init__(self, target, path: str, seen: set[str]):
+        object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_seen", seen)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._target, name)
+        full = f"{self._path}.{name}" if self._path else name
+        self._seen.add(full)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return Recorder(value, full, self._seen)
+        return value
+
+
+def field_of(key: str) -> str:
+    """The typed config attribute a config key becomes (its DeepSpeed aliases become the same one)."""
+    if key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"):
+        return "batch"
+    if key in ("tensorboard", "csv_monitor", "wandb"):
+        return f"{key}.enabled"
+    section, _, rest = key.partition(".")
+    if section == "bfloat16":
+        return f"bf16.{rest}"
+    if section == "zero_optimization":
+        rest = {"cpu_offload": "offload_optimizer.device", "cpu_offload_param": "offload_param.device",
+                "cpu_offload_use_pin_memory": "offload_optimizer.pin_memory",
+                "stage3_gather_fp16_weights_on_model_save": "gather_16bit_weights_on_model_save"}.get(rest, rest)
+        return "zero." + rest.removeprefix("stage3_")
+    return key
+
+
+RUNS = {
+    "fp16 stage 2 offload": {
+        "train_batch_size": 2, "train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 2,
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+        "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 2}},
+        "fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 8, "loss_scale_window": 10, "hysteresis": 2,
+                 "consecutive_hysteresis": True, "min_loss_scale": 1},
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": 2, "reduce_bucket_size": 1000, "allgather_bucket_size": 1000,
+                              "ignore_unused_parameters": False,
+                              "offload_optimizer": {"device": "cpu", "pin_memory": False}},
+        "zero_allow_untested_optimizer": True, "prescale_gradients": False, "gradient_predivide_factor": 1.0,
+        "communication_data_type": "fp32", "steps_per_print": 1, "wall_clock_breakdown": True, "dump_state": True,
+        "dataloader_drop_last": True, "seed": 3,
+        "checkpoint": {"tag_validation": "Fail", "keep_last": 2, "load_rng_state": False},
+    },
+    "bf16 stage 3 offload": {
+        "train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "AdamW", "params": {"lr": 1e-3}},
+        "bfloat16": {"enabled": True},
+        "zero_optimization": {"stage": 3, "stage3_prefetch_bucket_size": 1000,
+                              "stage3_gather_16bit_weights_on_model_save": True,
+                              "offload_param": {"device": "cpu", "pin_memory": False}},
+    },
+    "amp stage 0 monitors": {
+        "train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+        "amp": {"enabled": True, "opt_level": "O1"},
+    },
+}
+
+
+def run(config: dict, tmp_path, seen: set[str], monkeypatch) -> None:
+    parse = initialize_module.parse_run_config
+    monkeypatch.setattr(initialize_module, "parse_run_config", lambda raw, source: Recorder(parse(raw, source=source),
+                                                                                            "", seen))
+    torch.manual_seed(0)
+    data = [(torch.randn(4), torch.randn(1)) for _ in range(4)]
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    engine, _, loader, _ = dsrun.initialize(model=model, config=config, training_data=data)
+    for x, y in loader:
+        loss = torch.nn.functional.mse_loss(engine(x).float(), y)
+        engine.backward(loss)
+        engine.step()
+    engine.save_checkpoint(tmp_path / "ckpt")
+    engine.load_checkpoint(tmp_path / "ckpt")
+    engine.save_16bit_model(tmp_path / "weights")
+
+
+@pytest.fixture
+def monitors_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    section = {"enabled": True, "output_path": str(tmp_path / "monitor"), "job_name": "acted"}
+    RUNS["amp stage 0 monitors"].update(tensorboard=section, csv_monitor=section, wandb={"enabled": True})
+    yield
+    for key in ("tensorboard", "csv_monitor", "wandb"):
+        RUNS["amp stage 0 monitors"].pop(key)
+
+
+def test_every_acted_on_key_is_read_by_the_runtime(single_process, tmp_path, monkeypatch, monitors_on):
+    seen: set[str] = set()
+    for name, config in RUNS.items():
+        run(config, tmp_path / name.replace(" ", "_"), seen, monkeypatch)
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    unread = sorted(key for key in acted.ACTED_ON if field_of(key) not in seen)
+    assert unread == [], f"declared acted on but never read by the runtime: {unread}"
