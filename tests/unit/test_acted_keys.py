@@ -91,6 +91,8 @@ def run(config: dict, tmp_path, seen: set[str], monkeypatch) -> None:
     engine.save_checkpoint(tmp_path / "ckpt")
     engine.load_checkpoint(tmp_path / "ckpt")
     engine.save_16bit_model(tmp_path / "weights")
+    if engine.monitor is not None:
+        engine.monitor.close()  # no wandb run, atexit or signal hook may outlive the test
 
 
 @pytest.fixture
