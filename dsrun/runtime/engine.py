@@ -17,8 +17,10 @@ import torch.distributed as dist
 from torch import nn
 
 from dsrun.config.batch import BatchMath
+from dsrun.config.run_config import RunConfig
 from dsrun.console import say
 from dsrun.errors import exit_on_usage_error
+from dsrun.runtime.distributed import Placement
 from dsrun.runtime.optim import ELEMENTWISE
 from dsrun.runtime.precision import Precision, cast_floating
 from dsrun.runtime.progress import StepStats, Throughput, Timers
@@ -50,7 +52,8 @@ def _chunks(pairs: list, budget: int | None):
 class Engine(nn.Module):
     _made = 0  # engines created in this process (a GAN script has two): progress lines then say which one
 
-    def __init__(self, *, model: nn.Module, strategy: Strategy, cfg, batch: BatchMath, placement, precision: Precision,
+    def __init__(self, *, model: nn.Module, strategy: Strategy, cfg: RunConfig, batch: BatchMath, placement: Placement,
+                 precision: Precision,
                  optimizer, lr_scheduler, loss_scaler, param_names: dict, dataloader=None, monitor=None,
                  monitoring: bool = False):
         super().__init__()
@@ -298,7 +301,7 @@ class Engine(nn.Module):
     def _after_update(self) -> None:
         """Progress line every steps_per_print steps; a StepStats row for the monitors every step."""
         every = self.config.steps_per_print
-        printing = bool(every) and self.global_steps % every == 0
+        printing = every is not None and every > 0 and self.global_steps % every == 0
         now = time.perf_counter()
         step_time, self._last_update_end = now - self._last_update_end, now
         breakdown = self._timers.take_step()

@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from dsrun.config import load_config, parse_run_config
+from dsrun.config.run_config import RunConfig
 from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
 from dsrun.runtime.dataloader import DistributedLoader
-from dsrun.runtime.distributed import init_distributed
+from dsrun.runtime.distributed import Placement, init_distributed
 from dsrun.runtime.engine import Engine
 from dsrun.runtime.materialize import check_initialisable, is_meta, materialize, materialize_sharded
 from dsrun.runtime.monitor import build_monitor, monitor_enabled
@@ -27,8 +28,8 @@ from dsrun.runtime.optim import (
     recipe_from_config,
 )
 from dsrun.runtime.optim.lamb import Lamb
-from dsrun.runtime.precision import choose_precision
-from dsrun.runtime.strategies import StrategyContext, make_strategy
+from dsrun.runtime.precision import Precision, choose_precision
+from dsrun.runtime.strategies import Strategy, StrategyContext, make_strategy
 from dsrun.runtime.strategies.reduction import grad_reduction
 
 
@@ -80,7 +81,8 @@ def _master_params(groups: list[dict[str, Any]], masters: dict[nn.Parameter, tor
     return out
 
 
-def _optimizer(optimizer, cfg, groups, strategy, device, rank0):
+def _optimizer(optimizer, cfg: RunConfig, groups: list[dict[str, Any]], strategy: Strategy,
+               device: torch.device, rank0: bool):
     """The optimizer the engine steps, on its master tensors; None when neither client nor config gives one."""
     params = _master_params(groups, strategy.masters)
     if isinstance(optimizer, torch.optim.Optimizer):
@@ -101,7 +103,7 @@ def _optimizer(optimizer, cfg, groups, strategy, device, rank0):
     return build_optimizer(recipe, master_groups, device)
 
 
-def _strategy_context(cfg, placement, precision) -> StrategyContext:
+def _strategy_context(cfg: RunConfig, placement: Placement, precision: Precision) -> StrategyContext:
     zero = cfg.zero
     # "nvme" offloads to CPU memory too (the config warns about it); stage 0 has nothing to offload.
     offloads = [o for o in (zero.offload_optimizer, zero.offload_param) if o is not None and o.device != "none"]
@@ -211,7 +213,7 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
     return engine, torch_optimizer, loader, scheduler
 
 
-def _scheduler(cfg, client_scheduler, optimizer):
+def _scheduler(cfg: RunConfig, client_scheduler, optimizer):
     if client_scheduler is not None:
         if callable(client_scheduler) and not hasattr(client_scheduler, "step"):
             return client_scheduler(optimizer)
@@ -231,7 +233,7 @@ def _scheduler(cfg, client_scheduler, optimizer):
     return build_scheduler(optimizer, cfg.scheduler.type, cfg.scheduler.params)
 
 
-def _loss_scaler(cfg, precision):
+def _loss_scaler(cfg: RunConfig, precision: Precision):
     if not precision.loss_scaling:
         return None
     from dsrun.runtime.loss_scaler import make_loss_scaler
@@ -249,7 +251,7 @@ def _loss_scaler(cfg, precision):
     )
 
 
-def _dump_state(engine: Engine, cfg, strategy) -> None:
+def _dump_state(engine: Engine, cfg: RunConfig, strategy: Strategy) -> None:
     choices = {
         "world_size": engine.world_size,
         "device": str(engine.device),

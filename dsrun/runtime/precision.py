@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from dsrun.config.run_config import RunConfig
 from dsrun.errors import UsageError
 
 
@@ -43,7 +44,7 @@ class Precision:
         return self.param_dtype != torch.float32
 
 
-def choose_precision(cfg, device: torch.device) -> Precision:
+def choose_precision(cfg: RunConfig, device: torch.device) -> Precision:
     if cfg.fp16.enabled:
         precision = Precision("fp16", torch.float16, True, loss_scaling=True)
     elif cfg.bf16.enabled:

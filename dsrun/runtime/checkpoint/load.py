@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -14,6 +14,9 @@ from dsrun.runtime.checkpoint import layout, rng
 from dsrun.runtime.checkpoint.save import FORMAT
 from dsrun.runtime.checkpoint.state import StateMapper, ensure_optimizer_state
 from dsrun.runtime.checkpoint.sync import all_ranks_arrive
+
+if TYPE_CHECKING:
+    from dsrun.runtime.engine import Engine  # the engine imports these modules itself
 
 
 def _resolve(load_dir: Path, tag: str | None, rank: int) -> Path | None:
@@ -33,7 +36,7 @@ def _resolve(load_dir: Path, tag: str | None, rank: int) -> Path | None:
     return path
 
 
-def load_checkpoint(engine, load_dir, tag: str | None = None, load_optimizer_states: bool = True,
+def load_checkpoint(engine: Engine, load_dir, tag: str | None = None, load_optimizer_states: bool = True,
                     load_lr_scheduler_states: bool = True, load_module_only: bool = False):
     engine._checkpoint_calls += 1
     all_ranks_arrive("load_checkpoint", engine._checkpoint_calls)
@@ -104,7 +107,7 @@ def _drop_unsaved_state(wanted: dict[str, dict[str, Any]], saved: set[str], pref
     return stateless
 
 
-def _restore_optimizer_extras(engine, saved: dict[str, Any]) -> None:
+def _restore_optimizer_extras(engine: Engine, saved: dict[str, Any]) -> None:
     groups = saved.get("param_groups") or []
     if len(groups) == len(engine.optimizer.param_groups):
         for group, hyper in zip(engine.optimizer.param_groups, groups, strict=True):
@@ -115,7 +118,7 @@ def _restore_optimizer_extras(engine, saved: dict[str, Any]) -> None:
             engine.optimizer.state[names[name]].update(extra)
 
 
-def _restore_training_state(engine, saved: dict[str, Any], path: Path, with_scheduler: bool) -> None:
+def _restore_training_state(engine: Engine, saved: dict[str, Any], path: Path, with_scheduler: bool) -> None:
     engine.global_steps = saved["global_steps"]
     engine.global_samples = saved["global_samples"]
     engine.micro_steps = saved["micro_steps"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -14,6 +14,9 @@ from dsrun.runtime.checkpoint import layout, rng
 from dsrun.runtime.checkpoint.agree import agree_on_target
 from dsrun.runtime.checkpoint.state import StateMapper, non_tensor_optimizer_state
 from dsrun.runtime.checkpoint.sync import all_ranks_arrive
+
+if TYPE_CHECKING:
+    from dsrun.runtime.engine import Engine  # the engine imports these modules itself
 
 FORMAT = "dsrun-checkpoint/1"
 
@@ -31,7 +34,7 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def engine_state(engine, client_state: dict[str, Any]) -> dict[str, Any]:
+def engine_state(engine: Engine, client_state: dict[str, Any]) -> dict[str, Any]:
     """Everything but the tensors of parameters and optimizer state (rank 0's file)."""
     optimizer = engine.optimizer
     loader = engine.training_dataloader
@@ -55,7 +58,7 @@ def engine_state(engine, client_state: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def save_checkpoint(engine, save_dir, tag: str | None = None, client_state: dict | None = None,
+def save_checkpoint(engine: Engine, save_dir, tag: str | None = None, client_state: dict | None = None,
                     save_latest: bool = True, exclude_frozen_parameters: bool = False) -> bool:
     engine._checkpoint_calls += 1
     all_ranks_arrive("save_checkpoint", engine._checkpoint_calls)

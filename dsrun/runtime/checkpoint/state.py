@@ -9,7 +9,7 @@ loads into any other: another world size or another ZeRO stage needs no conversi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
@@ -17,11 +17,14 @@ from torch import nn
 
 from dsrun.runtime.strategies.layout import as_rows
 
+if TYPE_CHECKING:
+    from dsrun.runtime.engine import Engine  # the engine imports these modules itself
+
 
 class StateMapper:
     """Translates between an engine's live tensors and the checkpoint's global, name-keyed tensors."""
 
-    def __init__(self, engine):
+    def __init__(self, engine: Engine):
         self.engine = engine
         self.strategy = engine.strategy
         self.row_sharded = hasattr(self.strategy, "rows")  # stages 1-2
@@ -126,7 +129,7 @@ class StateMapper:
         self._scalars.clear()
 
 
-def non_tensor_optimizer_state(engine) -> dict[str, dict[str, Any]]:
+def non_tensor_optimizer_state(engine: Engine) -> dict[str, dict[str, Any]]:
     """Per-parameter optimizer entries that are not tensors (DCP stores tensors; these go to the state file)."""
     names = {m: engine.param_names[p] for p, m in engine.strategy.masters.items()}
     return {

@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from dsrun.console import say
 
+if TYPE_CHECKING:
+    from dsrun.runtime.engine import Engine  # the engine imports these modules itself
+
 
 def _whole(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
 
 
-def sixteen_bit_state(engine, exclude_frozen_parameters: bool = False) -> dict[str, torch.Tensor] | None:
+def sixteen_bit_state(engine: Engine, exclude_frozen_parameters: bool = False) -> dict[str, torch.Tensor] | None:
     """The module's state dict, whole, on the CPU, floating tensors in the training dtype; on rank 0 only (at stage 3
     the other ranks take part in gathering each parameter and keep nothing). None on the other ranks."""
     keep = engine.global_rank == 0
@@ -39,7 +43,7 @@ def sixteen_bit_state(engine, exclude_frozen_parameters: bool = False) -> dict[s
     return state if keep else None
 
 
-def save_16bit_model(engine, save_dir, save_filename: str = "pytorch_model.bin",
+def save_16bit_model(engine: Engine, save_dir, save_filename: str = "pytorch_model.bin",
                      exclude_frozen_parameters: bool = False) -> bool:
     if engine.zero_optimization_stage() == 3 and not engine.config.zero.gather_16bit_weights_on_model_save:
         if engine.global_rank == 0:

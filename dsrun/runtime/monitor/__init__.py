@@ -7,19 +7,25 @@ Where the files go is decided in `rundir.py`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from dsrun.config.run_config import RunConfig
 from dsrun.runtime.monitor.csv_writer import CsvWriter
 from dsrun.runtime.monitor.monitor import Monitor, Writer
 from dsrun.runtime.monitor.rundir import make_dirs, run_dirs, section_dir
 from dsrun.runtime.monitor.summary import CONFIG_JSON, RunSummary, config_sha256, resolved_config, write_json
 
+if TYPE_CHECKING:
+    from dsrun.runtime.distributed import Placement  # imports torch, which the monitor never needs
+
 __all__ = ["Monitor", "build_monitor", "monitor_enabled"]
 
 
-def monitor_enabled(cfg) -> bool:
+def monitor_enabled(cfg: RunConfig) -> bool:
     return cfg.csv_monitor.enabled or cfg.tensorboard.enabled or cfg.wandb.enabled
 
 
-def build_monitor(cfg, placement, *, plot: bool = True) -> Monitor | None:
+def build_monitor(cfg: RunConfig, placement: Placement, *, plot: bool = True) -> Monitor | None:
     """Rank 0's Monitor for `cfg` (its writers open, its exit hooks installed), else None.
 
     Missing optional packages are reported on every rank, so all ranks stop together with the same message.

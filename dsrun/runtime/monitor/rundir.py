@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dsrun.config import MonitorConfig
+from dsrun.config.run_config import RunConfig
 from dsrun.errors import UsageError
 
 
@@ -20,7 +21,7 @@ def section_dir(section: MonitorConfig) -> Path:
     return (Path(section.output_path or ".") / section.job_name).absolute()
 
 
-def run_dirs(cfg) -> list[Path]:
+def run_dirs(cfg: RunConfig) -> list[Path]:
     """The run directories of `cfg`, first the csv_monitor's, then the tensorboard's; empty if none is enabled."""
     sections = [section for section in (cfg.csv_monitor, cfg.tensorboard) if section.enabled]
     if not sections and cfg.wandb.enabled:

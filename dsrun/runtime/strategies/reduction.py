@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dsrun.config.run_config import RunConfig
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -35,7 +37,7 @@ class GradReduction:
         return flat.div_(self.post_factor) if self.post_factor != 1 else flat
 
 
-def grad_reduction(cfg, world: int, grad_dtype: torch.dtype, stage: int) -> GradReduction:
+def grad_reduction(cfg: RunConfig, world: int, grad_dtype: torch.dtype, stage: int) -> GradReduction:
     """`grad_dtype`: the dtype of the gradients the strategy reduces (the module's parameters' dtype)."""
     pre = float(world) if cfg.prescale_gradients else float(cfg.gradient_predivide_factor)
     if cfg.communication_data_type:
