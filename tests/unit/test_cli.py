@@ -114,6 +114,15 @@ def test_the_dry_run_shows_what_the_config_would_warn_about(capsys, tmp_path):
     assert code == 0 and "flops_profiler is accepted" in " ".join(out.split())
 
 
+def test_the_dry_run_names_the_auto_values_the_script_must_fill_in(capsys, tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text('{"train_micro_batch_size_per_gpu": 2, "gradient_clipping": "auto",'
+                      ' "scheduler": {"type": "WarmupDecayLR", "params": {"total_num_steps": "auto"}}}')
+    plan = dry_json(capsys, "--config", str(config), TRAIN)
+    (note,) = [n for n in plan["notes"] if '"auto" in' in n]
+    assert "gradient_clipping, scheduler.params.total_num_steps: the script must fill these in" in note
+
+
 def test_default_deepspeed_hostfile_is_used_loudly(capsys, tmp_path, monkeypatch):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("localhost slots=2\n")
