@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dsrun.errors import UsageError
+from dsrun.user_files import read_user_file
 
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -53,12 +54,7 @@ def _parse_yaml(text: str) -> Any:
 def load_config(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a config file into a dict; any problem is a UsageError naming the file."""
     file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"config file {file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read config file {file}: {err}") from None
+    text = read_user_file(file, "config file")
     parse = _parse_yaml if file.suffix.lower() in YAML_SUFFIXES else _parse_json
     try:
         data = parse(text)

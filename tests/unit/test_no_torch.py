@@ -6,8 +6,8 @@ import sys
 
 # Packages whose every module must stay torch-free, and single modules (packages whose other modules need torch).
 TORCH_FREE_PACKAGES = ["dsrun.cli", "dsrun.launcher", "dsrun.config", "dsrun.utils"]
-TORCH_FREE_MODULES = ["dsrun", "dsrun.errors", "dsrun._git", "dsrun.alias", "dsrun.accelerator",
-                      "dsrun.accelerator.selection"]
+TORCH_FREE_MODULES = ["dsrun", "dsrun.errors", "dsrun.console", "dsrun.user_files", "dsrun._git", "dsrun.alias",
+                      "dsrun.accelerator", "dsrun.accelerator.selection"]
 
 WALK = """
 import importlib, pkgutil, sys

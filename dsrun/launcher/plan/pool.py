@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from dsrun.errors import UsageError
+from dsrun.user_files import read_user_file
 
 Pool = dict[str, list[int]]  # host -> slot ids, in node order
 
@@ -50,14 +51,7 @@ def parse_hostfile(text: str, source: str = "hostfile") -> Pool:
 
 
 def read_hostfile(path: str | Path) -> Pool:
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UsageError(f"hostfile {file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"cannot read hostfile {file}: {err}") from None
-    return parse_hostfile(text, str(file))
+    return parse_hostfile(read_user_file(path, "hostfile"), str(Path(path)))
 
 
 def parse_selector(text: str, flag: str) -> dict[str, list[int] | None]:
