@@ -1,8 +1,8 @@
 """Per-rank model-state memory, counted from the tensors themselves: parameters, gradients, optimizer state.
 
-Each storage is counted once (an fp32 master that is a view of its parameter costs nothing extra; DDP's gradient
-buckets count once for all the gradients viewing them), and DTensors count their local shard only. This is what
-the ZeRO formulas (16Ψ, 4Ψ+12Ψ/N, 2Ψ+14Ψ/N, 16Ψ/N) describe, independent of allocator caching or RSS noise.
+Each storage is counted once (an fp32 master that is a view of its parameter costs nothing extra; the flat gradient
+buffer of stages 0-1 counts once for all the gradients viewing it), and DTensors count their local shard only. This
+is what the ZeRO formulas (16Ψ, 4Ψ+12Ψ/N, 2Ψ+14Ψ/N, 16Ψ/N) describe, independent of allocator caching or RSS noise.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ZeRO stages as strategies: 0 replicated (DDP), 1-2 row-sharded optimizer, 3 FSDP2."""
+"""ZeRO stages as strategies: 0 replicated (flat-buffer all-reduce), 1-2 row-sharded optimizer, 3 FSDP2."""
 
 from __future__ import annotations
 

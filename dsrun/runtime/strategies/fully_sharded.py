@@ -119,8 +119,8 @@ class FullySharded(Strategy):
             fully_shard(model, mesh=mesh, reshard_after_forward=True, mp_policy=mp_policy, offload_policy=offload)
             setattr(model, "_dsrun_stage3_settings", settings)  # noqa: B010 - read back by a later initialize()
         # A parameter a rank's forward left unused still joins its unit's reduce-scatter, with a zero gradient: ranks
-        # that took different branches then pair up the same collectives and average exactly, as DDP's
-        # find_unused_parameters and stages 1-2 do. What that cannot mend is ranks running different blocks (a
+        # that took different branches then pair up the same collectives and average exactly, as stages 0-2
+        # do. What that cannot mend is ranks running different blocks (a
         # layer skipped on some ranks only): their units' collectives no longer pair up, so after_backward compares
         # the blocks each rank ran. FSDP2 without the switch reduces only parameters that have gradients; then
         # after_backward compares those instead.

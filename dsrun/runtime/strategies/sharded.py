@@ -2,7 +2,7 @@
 
 Stage 1: the full gradients are averaged at the end of an accumulation cycle (FlatGrads); each rank steps its rows
          only (optimizer state and fp32 master weights: 1/N each), then the updated rows are gathered.
-Stage 2: no DDP. After every backward the gradients are reduced and each rank keeps only its rows, accumulated in
+Stage 2: after every backward the gradients are reduced and each rank keeps only its rows, accumulated in
          fp32; the full gradients are freed at once, so they never outlive a micro-step.
 Which collective does the reducing and gathering is chosen per backend (collectives.py).
 """
