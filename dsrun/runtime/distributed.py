@@ -7,7 +7,10 @@ a local rendezvous, so a DeepSpeed-style script also runs as a plain single proc
 from __future__ import annotations
 
 import atexit
+import faulthandler
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -89,6 +92,13 @@ def _backend(asked: str | None, device: torch.device) -> str:
     return asked
 
 
+def _stack_on_request() -> None:
+    """`kill -USR1 <dsrun pid>` has the launcher send SIGUSR1 to every rank that catches it: this rank then writes
+    every thread's Python stack to stderr and goes on. A script that handles SIGUSR1 itself keeps its handler."""
+    if signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        faulthandler.register(signal.SIGUSR1, file=2, all_threads=True, chain=False)  # fd 2: the launcher's pipe
+
+
 def init_distributed(
     dist_backend: str | None = None,
     timeout: timedelta = timedelta(minutes=30),
@@ -105,6 +115,7 @@ def init_distributed(
         backend = _backend(dist_backend, device)
         dist.init_process_group(backend=backend, timeout=timeout, device_id=device if backend == "nccl" else None)
         atexit.register(_quiet_exit)
+    _stack_on_request()
     if dist.is_initialized():
         return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())
     return Placement(0, local_rank, 1, device, "none")

@@ -128,6 +128,21 @@ def test_sigterm_to_launcher_stops_remote_workers(idle_cluster, job_dir):
     assert "got SIGTERM" in out
 
 
+def test_sigusr1_asks_every_host_for_stacks_and_the_job_goes_on(idle_cluster, job_dir):
+    proc = start(idle_cluster, job_dir, WORKER, "sleep")
+    wait_until_ready(proc, 4)
+    proc.send_signal(signal.SIGUSR1)
+    time.sleep(3)  # the agents relay it; their workers do not catch SIGUSR1, so they must not be sent it
+    assert proc.poll() is None, "a stack request must not stop the job"
+    proc.send_signal(signal.SIGTERM)
+    code, _, err = finish(proc)
+    assert code == 128 + signal.SIGTERM, err
+    assert "SIGUSR1: every rank's stack follows; the job goes on" in err
+    for host in ("h1", "h2"):  # each agent answered for its own ranks
+        assert f"dsrun[{host}]: SIGUSR1: every rank's stack follows" in err
+    assert err.count("no stack: its process does not take SIGUSR1") == 4 or "(py-spy)" in err
+
+
 def _agent_of(cluster, host_index: int) -> psutil.Process:
     """The node agent running in a host's namespace (the python child of that host's sshd session)."""
     from tests.cluster.hosts import netns_pids

@@ -13,6 +13,7 @@ import time
 
 from dsrun.launcher.backends.relay import Relay
 from dsrun.launcher.node.protocol import jobs_for
+from dsrun.launcher.node.stacks import STACK_SIGNAL
 from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS
 from dsrun.launcher.plan.world import WorldPlan
 
@@ -78,8 +79,12 @@ class AgentJob:
     def _on_signal(self, signum: int, _frame) -> None:
         self.events.put(("signal", signum))
 
+    def _on_stack_signal(self, _signum: int, _frame) -> None:
+        self.events.put(("stacks", None))
+
     def run(self, jobs) -> int:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in FORWARDED_SIGNALS}
+        previous[STACK_SIGNAL] = signal.signal(STACK_SIGNAL, self._on_stack_signal)
         try:
             self.start(jobs)
             while True:
@@ -90,7 +95,11 @@ class AgentJob:
                         self.cut_off()
                         self._cut_off_at = None
                     continue
-                if kind != "signal":
+                if kind == "stacks":  # every agent has its ranks print their stacks; nothing stops
+                    self.relay.say("SIGUSR1: every rank's stack follows; the job goes on")
+                    if self.signal is None:
+                        self.stop_agents(STACK_SIGNAL)
+                elif kind != "signal":
                     if self.handle(kind, value):
                         break
                 elif self.signal is None:

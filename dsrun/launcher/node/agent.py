@@ -21,6 +21,7 @@ from dsrun.errors import UsageError
 from dsrun.launcher.node.host_cores import fit_to_host
 from dsrun.launcher.node.netif import socket_ifname_env
 from dsrun.launcher.node.protocol import PROTOCOL, LineReader, NodeJob, event_line, parse_jobs
+from dsrun.launcher.node.stacks import STACK_SIGNAL
 from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS, Supervisor
 from dsrun.launcher.plan.devices import usable_cores
 
@@ -52,9 +53,12 @@ def _watch_launcher(reader: LineReader, grace: float) -> None:
             break
         try:
             signum = int(json.loads(line)["signal"])
-            break
         except (ValueError, KeyError, TypeError):
             continue
+        if signum == STACK_SIGNAL:  # a stack request, not a stop: the supervisor dumps and the job goes on
+            os.kill(os.getpid(), signum)
+            continue
+        break
     os.kill(os.getpid(), signum)
     time.sleep(grace + ESCALATE_AFTER)
     os.kill(os.getpid(), signum)
@@ -104,7 +108,7 @@ def run(job: NodeJob, reader: LineReader) -> int:
 def main(argv: list[str] | None = None) -> int:
     slurm = "--slurm" in (sys.argv[1:] if argv is None else argv)
     # Until the supervisor takes over, a stop request must not kill the agent before it can report.
-    for sig in FORWARDED_SIGNALS:
+    for sig in (*FORWARDED_SIGNALS, STACK_SIGNAL):
         signal.signal(sig, lambda *_: None)
     if not slurm:
         _emit("hello", protocol=PROTOCOL, version=dsrun.__version__, free_port=_free_port())

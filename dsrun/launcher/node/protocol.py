@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 from dsrun.launcher.plan.world import RankPlan, WorldPlan
 
-PROTOCOL = 1
+PROTOCOL = 2  # 2: a SIGUSR1 line asks for every rank's stack and the job goes on
 EVENT_MARK = "@dsrun-event "
 
 

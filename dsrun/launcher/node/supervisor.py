@@ -20,6 +20,7 @@ from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
+from dsrun.launcher.node.stacks import STACK_SIGNAL, dump_stacks
 from dsrun.launcher.plan.world import RankPlan
 
 # What signal.signal returns and takes back: a handler function, SIG_DFL/SIG_IGN, or None (set outside Python).
@@ -80,6 +81,7 @@ class Supervisor:
         self.codes: dict[int, int] = {}
         self._signal: int | None = None
         self._signal_count = 0
+        self._stacks_asked = False
         self._pidfds: dict[int, int] = {}
 
     # -- signals -------------------------------------------------------------------------------------------------
@@ -90,10 +92,14 @@ class Supervisor:
         if self._signal_count > 1:  # asked twice: stop waiting for a graceful end
             self._kill_everything(signal.SIGKILL)
 
+    def _on_stack_signal(self, _signum: int, _frame) -> None:
+        self._stacks_asked = True  # acted on in the main loop, not inside the handler
+
     def _install_handlers(self) -> dict[int, Handler]:
         previous: dict[int, Handler] = {}
         for sig in FORWARDED_SIGNALS:
             previous[sig] = signal.signal(sig, self._on_signal)
+        previous[STACK_SIGNAL] = signal.signal(STACK_SIGNAL, self._on_stack_signal)
         # A signal also writes a byte here, which wakes the select() in _wait_for_news at once.
         self._wakeup_read, wakeup_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._wakeup_write = wakeup_write
@@ -209,6 +215,10 @@ class Supervisor:
                 failure = self._poll()
                 if failure or self._signal is not None or not self._running():
                     break
+                if self._stacks_asked:
+                    self._stacks_asked = False
+                    self.notify("SIGUSR1: every rank's stack follows; the job goes on")
+                    dump_stacks({rank: self.procs[rank].pid for rank in self._running()}, self.notify)
                 self._wait_for_news()
             if failure is not None:
                 others = len(self._running())
