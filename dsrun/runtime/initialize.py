@@ -30,6 +30,7 @@ from dsrun.runtime.optim import (
 from dsrun.runtime.optim.lamb import Lamb
 from dsrun.runtime.precision import Precision, choose_precision
 from dsrun.runtime.strategies import Strategy, StrategyContext, make_strategy
+from dsrun.runtime.strategies.base import sharded_by_stage3
 from dsrun.runtime.strategies.reduction import grad_reduction
 
 
@@ -166,7 +167,7 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
         torch.manual_seed(cfg.seed)
 
     precision = choose_precision(cfg, placement.device)
-    if cfg.zero.stage < 3 and hasattr(model, "_dsrun_stage3_settings"):
+    if cfg.zero.stage < 3 and sharded_by_stage3(model):
         raise UsageError(f"the model was sharded by an earlier ZeRO stage 3 engine and cannot be used at stage"
                          f" {cfg.zero.stage}: build a fresh model, or use stage 3 again")
     on_meta = is_meta(model)

@@ -23,8 +23,7 @@ def is_meta(model: nn.Module) -> bool:
 def check_initialisable(model: nn.Module) -> None:
     """Every module owning parameters or buffers must know how to initialise them."""
     for name, module in model.named_modules():
-        owns = any(True for _ in module.parameters(recurse=False)) or any(True for _ in module.buffers(recurse=False))
-        if owns and not callable(getattr(module, "reset_parameters", None)):
+        if _owns_tensors(module) and not callable(getattr(module, "reset_parameters", None)):
             raise UsageError(
                 f"the model is on the meta device, but module {name or type(module).__name__}"
                 f" ({type(module).__name__}) owns tensors and has no reset_parameters() to initialise them:"

@@ -13,7 +13,7 @@ import time
 
 from dsrun.launcher.backends.relay import Relay
 from dsrun.launcher.node.protocol import jobs_for
-from dsrun.launcher.node.stacks import STACK_SIGNAL
+from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL
 from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS
 from dsrun.launcher.plan.world import WorldPlan
 
@@ -21,7 +21,7 @@ GRACE_AFTER_SHUTDOWN = 10.0  # seconds beyond --shutdown-timeout before agents s
 
 
 class AgentJob:
-    """The running job. A backend implements start, handle, stop_agents, cut_off, close and exit_code."""
+    """The running job. A backend implements start, handle, signal_agents, cut_off, close and exit_code."""
 
     nodes = "nodes"  # what the messages call the backend's hosts
 
@@ -42,8 +42,8 @@ class AgentJob:
         """A backend's own event (anything but a signal); True when the job is over."""
         raise NotImplementedError
 
-    def stop_agents(self, signum: int) -> None:
-        """Ask every agent still running to stop its ranks with `signum`."""
+    def signal_agents(self, signum: int) -> None:
+        """Pass `signum` to every agent still running: a stop, or STACK_SIGNAL for a stack dump."""
         raise NotImplementedError
 
     def cut_off(self) -> None:
@@ -68,7 +68,7 @@ class AgentJob:
             self.agent_event(source, event)
 
     def stop_all(self, signum: int) -> None:
-        self.stop_agents(signum)
+        self.signal_agents(signum)
         self._cut_off_at = time.monotonic() + self.shutdown_timeout + GRACE_AFTER_SHUTDOWN
 
     def failed(self, host: str, others: str) -> None:
@@ -96,9 +96,9 @@ class AgentJob:
                         self._cut_off_at = None
                     continue
                 if kind == "stacks":  # every agent has its ranks print their stacks; nothing stops
-                    self.relay.say("SIGUSR1: every rank's stack follows; the job goes on")
+                    self.relay.say(ANNOUNCE)
                     if self.signal is None:
-                        self.stop_agents(STACK_SIGNAL)
+                        self.signal_agents(STACK_SIGNAL)
                 elif kind != "signal":
                     if self.handle(kind, value):
                         break

@@ -15,6 +15,7 @@ import subprocess
 from typing import Callable
 
 STACK_SIGNAL = signal.SIGUSR1
+ANNOUNCE = "SIGUSR1: every rank's stack follows; the job goes on"
 PY_SPY_SECONDS = 20.0
 
 

@@ -20,7 +20,7 @@ from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
-from dsrun.launcher.node.stacks import STACK_SIGNAL, dump_stacks
+from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, dump_stacks
 from dsrun.launcher.plan.world import RankPlan
 
 # What signal.signal returns and takes back: a handler function, SIG_DFL/SIG_IGN, or None (set outside Python).
@@ -217,7 +217,7 @@ class Supervisor:
                     break
                 if self._stacks_asked:
                     self._stacks_asked = False
-                    self.notify("SIGUSR1: every rank's stack follows; the job goes on")
+                    self.notify(ANNOUNCE)
                     dump_stacks({rank: self.procs[rank].pid for rank in self._running()}, self.notify)
                 self._wait_for_news()
             if failure is not None:

@@ -12,7 +12,7 @@ from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.runtime.checkpoint import layout, rng
 from dsrun.runtime.checkpoint.save import FORMAT
-from dsrun.runtime.checkpoint.state import StateMapper, ensure_optimizer_state
+from dsrun.runtime.checkpoint.state import StateMapper, ensure_optimizer_state, frozen_parameter_names
 from dsrun.runtime.checkpoint.sync import all_ranks_arrive
 
 if TYPE_CHECKING:
@@ -54,8 +54,8 @@ def load_checkpoint(engine: Engine, load_dir, tag: str | None = None, load_optim
     saved_keys = set(dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata)
     wanted: dict[str, Any] = {"model": mapper.model_state()}
     # Frozen parameters left out by save_checkpoint(exclude_frozen_parameters=True) keep their current values.
-    for name, param in engine.module.named_parameters():
-        if not param.requires_grad and f"model.{name}" not in saved_keys:
+    for name in frozen_parameter_names(engine.module):
+        if f"model.{name}" not in saved_keys:
             wanted["model"].pop(name, None)
     stateless: list[str] = []
     if with_optimizer:

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from dsrun.runtime.engine import Engine  # the engine imports these modules itself
 
 
+def frozen_parameter_names(module: nn.Module) -> set[str]:
+    """Names of the parameters nothing trains (left out by exclude_frozen_parameters)."""
+    return {name for name, param in module.named_parameters() if not param.requires_grad}
+
+
 class StateMapper:
     """Translates between an engine's live tensors and the checkpoint's global, name-keyed tensors."""
 
@@ -68,7 +73,7 @@ class StateMapper:
         """Trainable parameters as their masters, plus the module's other entries (buffers, frozen parameters:
         left out with `exclude_frozen`, as DeepSpeed's exclude_frozen_parameters does)."""
         masters = {self.names[p]: self._global(p, m) for p, m in self.strategy.masters.items()}
-        frozen = {name for name, p in self.engine.module.named_parameters() if not p.requires_grad}
+        frozen = frozen_parameter_names(self.engine.module)
         others = {k: v for k, v in self.engine.module.state_dict().items()
                   if k not in masters and not (exclude_frozen and k in frozen)}
         return {**others, **masters}

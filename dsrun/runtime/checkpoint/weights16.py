@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from dsrun.console import say
+from dsrun.runtime.checkpoint.state import frozen_parameter_names
 
 if TYPE_CHECKING:
     from dsrun.runtime.engine import Engine  # the engine imports these modules itself
@@ -32,7 +33,7 @@ def sixteen_bit_state(engine: Engine, exclude_frozen_parameters: bool = False) -
     if not keep and engine.zero_optimization_stage() < 3:
         return None  # nothing to gather: rank 0 holds every parameter whole
     dtype = engine.precision.param_dtype if engine.precision.half else None
-    frozen = {name for name, p in engine.module.named_parameters() if not p.requires_grad}
+    frozen = frozen_parameter_names(engine.module)
     state = {}
     for name, value in engine.module.state_dict().items():
         if exclude_frozen_parameters and name in frozen:

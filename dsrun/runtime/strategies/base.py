@@ -66,6 +66,14 @@ class Strategy:
         raise NotImplementedError
 
 
+# Set on a model ZeRO stage 3 sharded: its settings, which a later initialize() on the same model must match.
+STAGE3_SETTINGS = "_dsrun_stage3_settings"
+
+
+def sharded_by_stage3(model: nn.Module) -> bool:
+    return hasattr(model, STAGE3_SETTINGS)
+
+
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 

@@ -26,9 +26,10 @@ _CONVERT_ELEMENTS = 1 << 23
 
 
 class FlatGrads:
-    def __init__(self, params: list[nn.Parameter], reduction: GradReduction, bucket_elements: int,
-                 allow_unused: bool):
+    def __init__(self, params: list[nn.Parameter], names: dict[nn.Parameter, str], reduction: GradReduction,
+                 bucket_elements: int, allow_unused: bool):
         self.params = params
+        self.names = names  # for the error naming parameters without a gradient
         self.reduction = reduction
         self.bucket_elements = max(int(bucket_elements), 1)
         self.flats: list[torch.Tensor] = []
@@ -69,11 +70,11 @@ class FlatGrads:
             param.grad = view
         self._zeroed = False
 
-    def average(self, names: dict[nn.Parameter, str]) -> None:
+    def average(self) -> None:
         """Average the accumulated gradients over every rank (at the end of the cycle's last backward, or at the step
         when the script ran the backward itself: `attach` first then moves its gradients into the buffers)."""
         if self._used is not None:
-            refuse_unused([names[p] for p in self.params if id(p) not in self._used])
+            refuse_unused([self.names[p] for p in self.params if id(p) not in self._used])
         world = self.reduction.world
         if world == 1:
             return
@@ -87,6 +88,11 @@ class FlatGrads:
                 self.reduction.after_sum(work)
                 if work.data_ptr() != piece.data_ptr():
                     piece.copy_(work)
+
+    def catch_up(self) -> None:
+        """The script ran the backward itself: move its gradients into the buffers, then average them."""
+        self.attach()
+        self.average()
 
     def zero(self) -> None:
         """Clear every gradient: the buffers, and any `.grad` a backward outside the engine or the script itself put

@@ -19,7 +19,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionP
 
 from dsrun.errors import UsageError
 from dsrun.runtime.materialize import is_meta
-from dsrun.runtime.strategies.base import Strategy, StrategyContext, broadcast_from_rank0
+from dsrun.runtime.strategies.base import STAGE3_SETTINGS, Strategy, StrategyContext, broadcast_from_rank0
 
 
 def block_runs(model: nn.Module) -> list[list[nn.Module]]:
@@ -84,7 +84,7 @@ def _grad_mark(param: torch.Tensor):
 def _check_resharding(model: nn.Module, settings: tuple) -> None:
     """A model an earlier stage-3 engine sharded is used as it is (DeepSpeed's "initialize, load, initialize again"
     pattern); FSDP2 cannot shard it twice, so other settings than the first engine's would silently not apply."""
-    first = getattr(model, "_dsrun_stage3_settings", None)
+    first = getattr(model, STAGE3_SETTINGS, None)
     if first is None:
         raise UsageError("the model was already sharded with fully_shard outside dsrun: pass the unsharded model")
     if first != settings:
@@ -117,7 +117,7 @@ class FullySharded(Strategy):
                 fully_shard(unit if len(unit) > 1 else unit[0], mesh=mesh, reshard_after_forward=True,
                             mp_policy=mp_policy, offload_policy=offload)
             fully_shard(model, mesh=mesh, reshard_after_forward=True, mp_policy=mp_policy, offload_policy=offload)
-            setattr(model, "_dsrun_stage3_settings", settings)  # noqa: B010 - read back by a later initialize()
+            setattr(model, STAGE3_SETTINGS, settings)
         # A parameter a rank's forward left unused still joins its unit's reduce-scatter, with a zero gradient: ranks
         # that took different branches then pair up the same collectives and average exactly, as stages 0-2
         # do. What that cannot mend is ranks running different blocks (a

@@ -14,11 +14,11 @@ class Replicated(Strategy):
 
     def __init__(self, model: nn.Module, ctx: StrategyContext):
         self.params = trainable(model)
-        self.names = {p: name for name, p in model.named_parameters()}
         if ctx.placement.world_size > 1:
             broadcast_from_rank0(model, ctx.placement.device)
         self.module = model
-        self.grads = FlatGrads(self.params, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused)
+        names = {p: name for name, p in model.named_parameters()}
+        self.grads = FlatGrads(self.params, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused)
         # Half-precision modules get fp32 master copies; fp32 modules are stepped directly.
         separate = ctx.precision.master_weights
         self.masters = {p: p.detach().float().clone() if separate else p for p in self.params}
@@ -28,11 +28,10 @@ class Replicated(Strategy):
 
     def after_backward(self, boundary: bool) -> None:
         if boundary:
-            self.grads.average(self.names)
+            self.grads.average()
 
     def catch_up(self) -> None:
-        self.grads.attach()
-        self.grads.average(self.names)
+        self.grads.catch_up()
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(master, param.grad) for param, master in self.masters.items() if param.grad is not None]

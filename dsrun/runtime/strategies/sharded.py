@@ -38,7 +38,8 @@ class Sharded(Strategy):
         if self.world > 1:
             broadcast_from_rank0(model, ctx.placement.device)
         if ctx.stage == 1:
-            self.grads = FlatGrads(self.params, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused)
+            self.grads = FlatGrads(self.params, self.names, ctx.reduction, ctx.reduce_bucket_elements,
+                                   ctx.allow_unused)
         else:
             self.reduce_buckets = make_buckets(self.params, self.world, ctx.reduce_bucket_elements)
             self.accumulated: dict[nn.Parameter, torch.Tensor | None] = dict.fromkeys(self.params)
@@ -64,7 +65,7 @@ class Sharded(Strategy):
         if self.ctx.stage == 2:
             self._reduce_into_shards()
         elif boundary:
-            self.grads.average(self.names)
+            self.grads.average()
 
     def _reduce_into_shards(self) -> None:
         device, reduction = self.ctx.placement.device, self.ctx.reduction
@@ -93,8 +94,7 @@ class Sharded(Strategy):
 
     def catch_up(self) -> None:
         if self.ctx.stage == 1:
-            self.grads.attach()
-            self.grads.average(self.names)
+            self.grads.catch_up()
         else:  # the cycle's gradients accumulated whole in .grad: reduce them into the shards once
             self._reduce_into_shards()
 

@@ -77,7 +77,7 @@ class SlurmJob(AgentJob):
             self.failed(self.plan.nodes[value["node_rank"]].host, "nodes")
         return False
 
-    def stop_agents(self, signum: int) -> None:
+    def signal_agents(self, signum: int) -> None:
         # Every agent reads the same stdin: one line reaches all nodes.
         try:
             self._write(signal_line(signum))

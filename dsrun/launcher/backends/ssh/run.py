@@ -98,7 +98,7 @@ class SshJob(AgentJob):
                 self.failed(session.host, f"{len(self.running)} host(s)")
         return not self.running
 
-    def stop_agents(self, signum: int) -> None:
+    def signal_agents(self, signum: int) -> None:
         for session in self.running:
             session.stop(signum)
 
