@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from dsrun.config.acted import unacted_warnings
 from dsrun.config.batch import BatchMath, check_batch_keys, resolve_batch
 from dsrun.config.checks import show
+from dsrun.config.keys import BATCH_KEYS
 from dsrun.config.optim_section import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
 from dsrun.config.sections import (
     AmpConfig,
@@ -29,7 +30,7 @@ from dsrun.config.sections import (
     build_monitor,
     build_wandb,
 )
-from dsrun.config.validate import validate
+from dsrun.config.validate import auto_paths, validate
 from dsrun.config.zero_section import ZeroConfig, build_zero, expand_legacy_zero
 from dsrun.errors import UsageError
 
@@ -89,6 +90,11 @@ def _parse(raw: Mapping[str, Any], source: str) -> RunConfig:
     check_batch_keys(raw)
     notes: list[str] = [legacy_note] if legacy_note else []
     notes.extend(unacted_warnings(clean))
+    auto = [path for path in auto_paths(raw) if path not in BATCH_KEYS]  # the batch math derives those itself
+    if auto:
+        shown = ", ".join(auto[:4]) + (f" and {len(auto) - 4} more" if len(auto) > 4 else "")
+        notes.append(f'"auto" in {shown}: the script must fill these in before initialize() (Hugging Face\'s Trainer'
+                     " does); left \"auto\", a setting takes DeepSpeed's default, and a schedule length stops the run")
     bf16, bf16_note = build_bf16(clean)
     if bf16_note:
         notes.append(bf16_note)

@@ -20,6 +20,19 @@ def is_unset(value: Any) -> bool:
     return value is None or (isinstance(value, str) and value == "auto")
 
 
+def auto_paths(section: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the config's "auto" values (what Hugging Face's Trainer fills in before initialize())."""
+    if not isinstance(section, Mapping):
+        return []
+    found = []
+    for key, value in section.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, str) and value == "auto":
+            found.append(path)
+        found.extend(auto_paths(value, f"{path}."))
+    return found
+
+
 def validate(raw: Mapping[str, Any], section: Section = TOP_LEVEL, prefix: str = "") -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for key, value in raw.items():

@@ -7,7 +7,6 @@ import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 from dsrun.config import find_config_in_args, load_config, parse_run_config, resolve_batch
 from dsrun.config.batch import BatchMath, has_batch_keys
@@ -116,26 +115,7 @@ def _config(opts: LaunchOptions, world_size: int, notes: list[str]) -> tuple[str
     # rank 0 would say about it (keys without effect, deprecations) is in the plan, so the dry run shows it.
     typed = parse_run_config(config, source=path)
     notes.extend(f"{path}: {warning}" for warning in typed.warnings)
-    auto = _auto_paths(config)
-    if auto:
-        shown = ", ".join(auto[:4]) + (f" and {len(auto) - 4} more" if len(auto) > 4 else "")
-        notes.append(f'{path}: "auto" in {shown}: the script must fill these in before initialize() (Hugging Face\'s'
-                     " Trainer does); left \"auto\", a setting takes DeepSpeed's default, and a schedule length stops"
-                     " the run")
     return str(Path(path).resolve()), resolve_batch(config, world_size)
-
-
-def _auto_paths(section: Any, prefix: str = "") -> list[str]:
-    """Dotted paths of the config's "auto" values."""
-    if not isinstance(section, dict):
-        return []
-    found = []
-    for key, value in section.items():
-        path = f"{prefix}{key}"
-        if value == "auto":
-            found.append(path)
-        found.extend(_auto_paths(value, f"{path}."))
-    return found
 
 
 def _check_script(opts: LaunchOptions) -> None:
