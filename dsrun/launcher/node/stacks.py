@@ -41,9 +41,12 @@ def dump_stacks(running: dict[int, int], notify: Callable[[str], None]) -> None:
             except ProcessLookupError:
                 pass  # it ended meanwhile
         elif py_spy is not None:
-            result = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
-                                    timeout=PY_SPY_SECONDS, check=False)
-            text = (result.stdout or result.stderr).rstrip()
+            try:
+                result = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True,
+                                        timeout=PY_SPY_SECONDS, check=False)
+                text = (result.stdout or result.stderr).rstrip()
+            except (OSError, subprocess.TimeoutExpired) as err:  # a stack request must never end the job
+                text = f"py-spy failed: {err}"
             notify(f"rank {rank} stack (py-spy):\n{text}")
         else:
             notify(f"rank {rank}: no stack: its process does not take SIGUSR1 (dsrun.initialize and"
