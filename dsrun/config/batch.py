@@ -45,11 +45,8 @@ def has_batch_keys(config: Mapping[str, Any]) -> bool:
     return any(config.get(key) is not None for key in (TRAIN, MICRO, ACCUM))
 
 
-def _read(config: Mapping[str, Any], key: str) -> int | None:
-    """A batch key's value: None when absent or "auto" (derive it); otherwise it must be a positive integer."""
-    value = config.get(key)
-    if value is None or value == "auto":
-        return None
+def batch_size(key: str, value: Any) -> int:
+    """The check of a batch key's value (absent and "auto" mean "derive it" and never reach it)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise UsageError(f"{key} must be a positive integer or \"auto\", got {value!r}")
     if value <= 0:
@@ -57,10 +54,12 @@ def _read(config: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
-def check_batch_keys(config: Mapping[str, Any]) -> None:
-    """Fail early on a batch key that is neither a positive integer nor absent/"auto"; the math needs the world size."""
-    for key in (TRAIN, MICRO, ACCUM):
-        _read(config, key)
+def _read(config: Mapping[str, Any], key: str) -> int | None:
+    """A batch key's value: None when absent or "auto" (derive it); otherwise it must be a positive integer."""
+    value = config.get(key)
+    if value is None or value == "auto":
+        return None
+    return batch_size(key, value)
 
 
 def _exact(numerator: int, denominator: int, t: int | None, m: int | None, g: int | None, w: int) -> int:

@@ -1,4 +1,4 @@
-"""The `optimizer` and `scheduler` sections: a type name and the keyword arguments for its constructor.
+"""The `optimizer` and `scheduler` sections, declared: a type name and the keyword arguments for its constructor.
 
 Parameters written as "auto" are left out of `params` and listed in `auto_params`: the engine derives what it can
 (HF Transformers fills them from its training arguments) and otherwise the class's own default applies.
@@ -10,11 +10,11 @@ has torch to ask.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
-from typing import Any, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, Mapping
 
-from dsrun.config.checks import show
-from dsrun.config.validate import is_unset
+from dsrun.config.checks import boolean, mapping, show, string
+from dsrun.config.declare import Section, Unacted, key
 from dsrun.errors import UsageError
 
 _WARMUP = ("warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type", "last_batch_iteration")
@@ -34,61 +34,52 @@ DEEPSPEED_SCHEDULERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-@dataclass(frozen=True)
-class OptimizerConfig:
-    type: str
-    params: dict[str, Any] = field(default_factory=dict)
-    auto_params: tuple[str, ...] = ()
+def _split_auto(params: Mapping[str, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The params given a value, and the names of those written as "auto" (null ones take the class default)."""
+    auto = tuple(name for name, value in params.items() if isinstance(value, str) and value == "auto")
+    return {name: value for name, value in params.items() if value is not None and name not in auto}, auto
 
 
 @dataclass(frozen=True)
-class SchedulerConfig:
-    type: str
-    params: dict[str, Any] = field(default_factory=dict)
-    auto_params: tuple[str, ...] = ()
+class OptimizerConfig(Section):
+    type: str = key(string, "")  # "": the section names no type, and no optimizer is built (as in DeepSpeed)
+    params: dict[str, Any] = key(mapping, {})
+    auto_params: tuple[str, ...] = ()  # not a key: the params written as "auto"
+
+    unacted: ClassVar[Mapping[str, Unacted]] = {
+        "legacy_fusion": Unacted(boolean, "dsrun builds torch optimizers, which have no legacy fused mode"),
+        "torch_adam": Unacted(boolean, "dsrun always steps torch's Adam/AdamW (fused where torch has the kernel),"
+                              " as DeepSpeed does with torch_adam true"),
+    }
+
+    def settle(self, clean: Mapping[str, Any], notes: list[str]) -> OptimizerConfig:
+        params, auto = _split_auto(self.params)
+        if "max_grad_norm" in params:
+            raise UsageError(
+                "optimizer.params.max_grad_norm is not an optimizer parameter: move it to the top-level key"
+                f' "gradient_clipping": {show(params["max_grad_norm"])}'
+            )
+        return replace(self, params=params, auto_params=auto)
 
 
-def _split_auto(raw_params: Any) -> tuple[dict[str, Any], tuple[str, ...]]:
-    if not isinstance(raw_params, Mapping):
-        return {}, ()
-    given = {key: value for key, value in raw_params.items() if not is_unset(value)}
-    auto = tuple(key for key, value in raw_params.items() if isinstance(value, str) and value == "auto")
-    return given, auto
+@dataclass(frozen=True)
+class SchedulerConfig(Section):
+    type: str = key(string, "")  # "": no scheduler is built
+    params: dict[str, Any] = key(mapping, {})
+    auto_params: tuple[str, ...] = ()  # not a key: the params written as "auto"
+
+    def settle(self, clean: Mapping[str, Any], notes: list[str]) -> SchedulerConfig:
+        params, auto = _split_auto(self.params)
+        if self.type:
+            _check_scheduler_name(self.type)
+            if self.type in DEEPSPEED_SCHEDULERS:
+                _check_scheduler_params(self.type, [*params, *auto])
+        return replace(self, params=params, auto_params=auto)
 
 
-def _missing_type_note(name: str) -> str:
+def missing_type_note(name: str) -> str:
     return (f"{name} is accepted but dsrun does not act on it: it has no {name}.type, so no {name} is built"
             f" (as in DeepSpeed); name one, e.g. \"type\": \"{'AdamW' if name == 'optimizer' else 'WarmupLR'}\"")
-
-
-def build_optimizer(clean: Mapping[str, Any], raw: Any, notes: list[str]) -> OptimizerConfig | None:
-    """From the clean section (for the type) and the raw one (to tell "auto" params from absent ones)."""
-    if not clean and not isinstance(raw, Mapping):
-        return None
-    if "type" not in clean:
-        notes.append(_missing_type_note("optimizer"))
-        return None
-    params, auto = _split_auto(raw.get("params"))
-    if "max_grad_norm" in params:
-        raise UsageError(
-            "optimizer.params.max_grad_norm is not an optimizer parameter: move it to the top-level key"
-            f' "gradient_clipping": {show(params["max_grad_norm"])}'
-        )
-    return OptimizerConfig(type=clean["type"], params=params, auto_params=auto)
-
-
-def build_scheduler(clean: Mapping[str, Any], raw: Any, notes: list[str]) -> SchedulerConfig | None:
-    if not clean and not isinstance(raw, Mapping):
-        return None
-    if "type" not in clean:
-        notes.append(_missing_type_note("scheduler"))
-        return None
-    name = clean["type"]
-    params, auto = _split_auto(raw.get("params"))
-    _check_scheduler_name(name)
-    if name in DEEPSPEED_SCHEDULERS:
-        _check_scheduler_params(name, [*params, *auto])
-    return SchedulerConfig(type=name, params=params, auto_params=auto)
 
 
 def _check_scheduler_name(name: str) -> None:
@@ -102,11 +93,11 @@ def _check_scheduler_name(name: str) -> None:
 def _check_scheduler_params(name: str, given: list[str]) -> None:
     required, optional = DEEPSPEED_SCHEDULERS[name]
     accepted = (*required, *optional)
-    for key in given:
-        if key not in accepted:
-            close = difflib.get_close_matches(key, accepted, n=1)
+    for param in given:
+        if param not in accepted:
+            close = difflib.get_close_matches(param, accepted, n=1)
             hint = f"did you mean scheduler.params.{close[0]}?" if close else f"{name} takes {', '.join(accepted)}"
-            raise UsageError(f"scheduler.params.{key} is not a parameter of {name}: {hint}")
-    for key in required:
-        if key not in given:
-            raise UsageError(f'{name} needs scheduler.params.{key}: give a value (or "auto" to have it derived)')
+            raise UsageError(f"scheduler.params.{param} is not a parameter of {name}: {hint}")
+    for param in required:
+        if param not in given:
+            raise UsageError(f'{name} needs scheduler.params.{param}: give a value (or "auto" to have it derived)')

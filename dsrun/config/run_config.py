@@ -1,74 +1,91 @@
-"""parse_run_config: a raw DeepSpeed config dict -> a typed, validated RunConfig, or one UsageError.
+"""The run config's top level, declared key by key, and parse_run_config: a raw DeepSpeed config dict -> a typed,
+validated RunConfig, or one UsageError.
 
-Order: expand DeepSpeed's legacy forms, check every key and value against the catalogue (unknown keys get a
-"did you mean"), build the typed sections with DeepSpeed 0.19.8's defaults, then reject combinations that cannot
-run together. Every key present that dsrun does not act on produces one line in `warnings`. No torch here: the
-launcher parses configs on login nodes too.
+Order: expand DeepSpeed's legacy forms, check every key and value against the catalogue derived from the
+declarations (unknown keys get a "did you mean"), build the typed sections with DeepSpeed 0.19.8's defaults, then
+reject combinations that cannot run together. Every key present that dsrun does not act on produces one line in
+`warnings`. No torch here: the launcher parses configs on login nodes too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar, Mapping
 
-from dsrun.config.acted import unacted_warnings
-from dsrun.config.batch import BatchMath, check_batch_keys, resolve_batch
-from dsrun.config.checks import show
-from dsrun.config.keys import BATCH_KEYS
-from dsrun.config.optim_section import OptimizerConfig, SchedulerConfig, build_optimizer, build_scheduler
-from dsrun.config.sections import (
-    AmpConfig,
-    BF16Config,
-    CheckpointConfig,
-    FP16Config,
-    MonitorConfig,
-    WandbConfig,
-    build_amp,
-    build_bf16,
-    build_checkpoint,
-    build_fp16,
-    build_monitor,
-    build_wandb,
-)
+from dsrun.config.batch import ACCUM, MICRO, TRAIN, BatchMath, batch_size, resolve_batch
+from dsrun.config.checks import boolean, choice, integer, number, show
+from dsrun.config.declare import Section, Unacted, build, catalogue, key, section, unacted_notes
+from dsrun.config.optim_section import OptimizerConfig, SchedulerConfig, missing_type_note
+from dsrun.config.sections import AmpConfig, BF16Config, CheckpointConfig, FP16Config, MonitorConfig, WandbConfig
+from dsrun.config.unacted_top import UNACTED_TOP_LEVEL
 from dsrun.config.validate import auto_paths, validate
-from dsrun.config.zero_section import ZeroConfig, build_zero, expand_legacy_zero
+from dsrun.config.zero_section import ZeroConfig, expand_legacy_zero
 from dsrun.errors import UsageError
-
-DEFAULT_GRADIENT_CLIPPING = 1.0  # DeepSpeed 0.19's default (0.16 had 0.0): clipping is on unless set to 0
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    raw: Mapping[str, Any]
-    source: str
-    warnings: tuple[str, ...]
-    optimizer: OptimizerConfig | None
-    scheduler: SchedulerConfig | None
-    fp16: FP16Config
-    bf16: BF16Config
-    amp: AmpConfig
-    gradient_clipping: float
-    zero: ZeroConfig
-    steps_per_print: int | None
-    wall_clock_breakdown: bool
-    dump_state: bool
-    seed: int | None
-    dataloader_drop_last: bool
-    zero_allow_untested_optimizer: bool
-    prescale_gradients: bool
-    gradient_predivide_factor: float
-    communication_data_type: str | None  # "fp16" | "bf16" | "fp32"; None: reduce in fp32
-    tensorboard: MonitorConfig
-    csv_monitor: MonitorConfig
-    wandb: WandbConfig
-    checkpoint: CheckpointConfig
+class RunConfig(Section):
+    """The whole config: every top-level key dsrun acts on, and (not keys) where it came from and its notes."""
+
+    train_batch_size: int | None = key(batch_size, None, auto=True)  # None: derived by the batch math
+    train_micro_batch_size_per_gpu: int | None = key(batch_size, None, auto=True)
+    gradient_accumulation_steps: int | None = key(batch_size, None, auto=True)
+    optimizer: OptimizerConfig | None = section(OptimizerConfig, optional=True)
+    scheduler: SchedulerConfig | None = section(SchedulerConfig, optional=True)
+    fp16: FP16Config = section(FP16Config)
+    bf16: BF16Config = section(BF16Config, aliases=("bfloat16",), alias_loses=True)  # DeepSpeed's older name
+    amp: AmpConfig = section(AmpConfig)  # removed from DeepSpeed 0.19; dsrun maps it to torch autocast
+    # DeepSpeed 0.19's default (0.16 had 0.0): clipping is on unless set to 0.
+    gradient_clipping: float = key(number(minimum=0), 1.0, auto=True)
+    zero: ZeroConfig = section(ZeroConfig, name="zero_optimization")
+    zero_allow_untested_optimizer: bool = key(boolean, False)
+    prescale_gradients: bool = key(boolean, False)
+    gradient_predivide_factor: float = key(number(positive=True), 1.0)
+    # "fp16" | "bf16" | "fp32"; None: reduce in fp32.
+    communication_data_type: str | None = key(choice("fp16", "bf16", "fp32", fold_case=True), None)
+    steps_per_print: int | None = key(integer(minimum=1), None)
+    wall_clock_breakdown: bool = key(boolean, False)
+    dump_state: bool = key(boolean, False)
+    dataloader_drop_last: bool = key(boolean, False)
+    seed: int | None = key(integer(minimum=0, maximum=2**32 - 1), None)  # dsrun's own: seeds Python, NumPy, torch
+    tensorboard: MonitorConfig = section(MonitorConfig)
+    csv_monitor: MonitorConfig = section(MonitorConfig)
+    wandb: WandbConfig = section(WandbConfig)
+    checkpoint: CheckpointConfig = section(CheckpointConfig)
+
+    raw: Mapping[str, Any] = field(default_factory=dict)  # as written, for the records a run keeps
+    source: str = "config"
+    warnings: tuple[str, ...] = ()
+
+    unacted: ClassVar[Mapping[str, Unacted]] = UNACTED_TOP_LEVEL
 
     def batch(self, world_size: int) -> BatchMath:
         """The batch math for `world_size` data-parallel ranks; a combination that does not divide is a UsageError."""
+        given = {TRAIN: self.train_batch_size, MICRO: self.train_micro_batch_size_per_gpu,
+                 ACCUM: self.gradient_accumulation_steps}
         try:
-            return resolve_batch(self.raw, world_size)
+            return resolve_batch(given, world_size)
         except UsageError as err:
             raise UsageError(f"{self.source}: {err}") from None
+
+    def settle(self, clean: Mapping[str, Any], notes: list[str]) -> RunConfig:
+        config = self
+        if config.optimizer is not None and not config.optimizer.type:
+            notes.append(missing_type_note("optimizer"))
+            config = replace(config, optimizer=None)
+        if config.scheduler is not None and not config.scheduler.type:
+            notes.append(missing_type_note("scheduler"))
+            config = replace(config, scheduler=None)
+        if config.zero.stage == 3 and (config.prescale_gradients or config.gradient_predivide_factor != 1.0):
+            notes.append("prescale_gradients / gradient_predivide_factor are accepted but dsrun does not act on them"
+                         " at ZeRO stage 3: FSDP2 averages in the collective itself (with communication_data_type"
+                         " fp16 it divides by about sqrt(world) before the sum and the rest after)")
+        _reject_contradictions(config)
+        return config
+
+
+CATALOGUE = catalogue(RunConfig)
+BATCH_KEYS = (TRAIN, MICRO, ACCUM)
 
 
 def parse_run_config(raw: Mapping[str, Any], *, source: str = "config") -> RunConfig:
@@ -86,53 +103,16 @@ def _parse(raw: Mapping[str, Any], source: str) -> RunConfig:
     if not isinstance(raw, Mapping):
         raise UsageError(f"the config must be a mapping of keys to values, got {show(raw)}")
     expanded, legacy_note = expand_legacy_zero(raw)
-    clean = validate(expanded)
-    check_batch_keys(raw)
+    clean = validate(expanded, CATALOGUE)
     notes: list[str] = [legacy_note] if legacy_note else []
-    notes.extend(unacted_warnings(clean))
+    notes.extend(unacted_notes(RunConfig, clean))
     auto = [path for path in auto_paths(raw) if path not in BATCH_KEYS]  # the batch math derives those itself
     if auto:
         shown = ", ".join(auto[:4]) + (f" and {len(auto) - 4} more" if len(auto) > 4 else "")
         notes.append(f'"auto" in {shown}: the script must fill these in before initialize() (Hugging Face\'s Trainer'
                      " does); left \"auto\", a setting takes DeepSpeed's default, and a schedule length stops the run")
-    bf16, bf16_note = build_bf16(clean)
-    if bf16_note:
-        notes.append(bf16_note)
-    # Builders append their own notes (deprecations, settings with no effect), so they run before the tuple is made.
-    optimizer = build_optimizer(clean.get("optimizer", {}), raw.get("optimizer"), notes)
-    scheduler = build_scheduler(clean.get("scheduler", {}), raw.get("scheduler"), notes)
-    zero = build_zero(clean.get("zero_optimization", {}), notes)
-    if zero.stage == 3 and (clean.get("prescale_gradients") or clean.get("gradient_predivide_factor", 1.0) != 1.0):
-        notes.append("prescale_gradients / gradient_predivide_factor are accepted but dsrun does not act on them at"
-                     " ZeRO stage 3: FSDP2 averages in the collective itself (with communication_data_type fp16 it"
-                     " divides by about sqrt(world) before the sum and the rest after)")
-    config = RunConfig(
-        raw=raw,
-        source=source,
-        warnings=tuple(notes),
-        optimizer=optimizer,
-        scheduler=scheduler,
-        fp16=build_fp16(clean.get("fp16", {})),
-        bf16=bf16,
-        amp=build_amp(clean.get("amp", {})),
-        gradient_clipping=clean.get("gradient_clipping", DEFAULT_GRADIENT_CLIPPING),
-        zero=zero,
-        steps_per_print=clean.get("steps_per_print"),
-        wall_clock_breakdown=clean.get("wall_clock_breakdown", False),
-        dump_state=clean.get("dump_state", False),
-        seed=clean.get("seed"),
-        dataloader_drop_last=clean.get("dataloader_drop_last", False),
-        zero_allow_untested_optimizer=clean.get("zero_allow_untested_optimizer", False),
-        prescale_gradients=clean.get("prescale_gradients", False),
-        gradient_predivide_factor=clean.get("gradient_predivide_factor", 1.0),
-        communication_data_type=clean.get("communication_data_type"),
-        tensorboard=build_monitor(clean.get("tensorboard", {})),
-        csv_monitor=build_monitor(clean.get("csv_monitor", {})),
-        wandb=build_wandb(clean.get("wandb", {})),
-        checkpoint=build_checkpoint(clean.get("checkpoint", {})),
-    )
-    _reject_contradictions(config)
-    return config
+    config = build(RunConfig, clean, notes)  # builders append their own notes (deprecations, no-effect settings)
+    return replace(config, raw=raw, source=source, warnings=tuple(notes))
 
 
 def _reject_contradictions(config: RunConfig) -> None:
@@ -145,8 +125,8 @@ def _reject_contradictions(config: RunConfig) -> None:
             f"amp.enabled does not combine with ZeRO (zero_optimization.stage is {config.zero.stage}):"
             " use bf16 or fp16 instead of amp, or set the stage to 0"
         )
-    for other, section in (("fp16", config.fp16), ("bf16", config.bf16)):
-        if section.enabled:
+    for other, block in (("fp16", config.fp16), ("bf16", config.bf16)):
+        if block.enabled:
             raise UsageError(
                 f"amp.enabled and {other}.enabled are both true: amp already picks the precision (from"
                 f" amp.opt_level); keep one of them"

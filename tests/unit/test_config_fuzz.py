@@ -6,8 +6,7 @@ from hypothesis import HealthCheck, find, given, settings
 from hypothesis import strategies as st
 
 from dsrun.config import parse_run_config
-from dsrun.config.batch import check_batch_keys
-from dsrun.config.keys import BATCH_KEYS, TOP_LEVEL
+from dsrun.config.run_config import CATALOGUE
 from dsrun.errors import UsageError
 
 # Values that are valid somewhere (stages, devices, "auto", YAML-style strings) mixed with ones valid nowhere.
@@ -32,8 +31,15 @@ POOL = [None, True, False, 0, 1, 2, 3, 4, 16, 0.5, 1e9, "auto", "true", "cpu", "
         [], ["a"], {}, {"lr": 0.1}, {"total_num_steps": "auto", "warmup_num_steps": 5}, "5e8"]
 
 
-# The catalogue leaves the batch keys to dsrun.config.batch; sample them by its rules.
-CHECK_OVERRIDES = {key: lambda path, value: check_batch_keys({path: value}) for key in BATCH_KEYS}
+
+
+def as_dicts(entries) -> dict:
+    """The catalogue as nested dicts of value checks."""
+    return {name: as_dicts(entry.children) if entry.children is not None else entry.check
+            for name, entry in entries.items()}
+
+
+TOP_LEVEL = as_dicts(CATALOGUE)
 
 
 def accepted(check, path: str) -> list:
@@ -62,7 +68,7 @@ def section_of(draw, section: dict, depth: int = 0, prefix: str = "") -> dict:
         elif isinstance(entry, dict) or draw(st.integers(0, 3)) == 2:
             out[key] = draw(VALUES)
         else:
-            out[key] = draw(st.sampled_from(accepted(CHECK_OVERRIDES.get(prefix + key, entry), prefix + key)))
+            out[key] = draw(st.sampled_from(accepted(entry, prefix + key)))
     if draw(st.integers(0, 40)) == 17:
         out[draw(st.text(min_size=1, max_size=8))] = draw(VALUES)  # a key that is probably not DeepSpeed's
     return out

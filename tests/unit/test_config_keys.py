@@ -1,31 +1,47 @@
-"""The key catalogue and the acted-on table agree, and the value checks read values the way DeepSpeed does."""
+"""The key declarations are consistent, and the value checks read values the way DeepSpeed does."""
 
+import dataclasses
 import math
+import operator
 
 import pytest
 
-from dsrun.config import acted
+from dsrun.config import parse_run_config
 from dsrun.config.checks import boolean, choice, integer, number, show, strings
-from dsrun.config.keys import iter_paths
+from dsrun.config.declare import Section, acted_paths, declared_keys, iter_paths, unacted_notes
+from dsrun.config.run_config import CATALOGUE, RunConfig
+from dsrun.config.zero_section import ZeroConfig
 from dsrun.errors import UsageError
 
-CATALOGUE = dict(iter_paths())
+PATHS = dict(iter_paths(CATALOGUE))
 
 
-def test_every_acted_on_key_is_in_the_catalogue():
-    assert sorted(path for path in acted.ACTED_ON if path not in CATALOGUE) == []
+def sections(cls=RunConfig):
+    yield cls
+    for _spelling, _item, declaration in declared_keys(cls):
+        if declaration.section is not None:
+            yield from sections(declaration.section)
 
 
-def test_every_reason_names_a_catalogued_key():
-    assert sorted(path for path in acted.REASONS if path not in CATALOGUE) == []
+@pytest.mark.parametrize("cls", sorted(set(sections()), key=operator.attrgetter("__name__")))
+def test_each_key_is_declared_once_per_section(cls):
+    spellings = [spelling for spelling, _item, _declaration in declared_keys(cls)]
+    listed = spellings + list(cls.mapped) + list(cls.unacted)
+    assert sorted(name for name in set(listed) if listed.count(name) > 1) == []
 
 
-def test_every_key_is_acted_on_or_has_a_reason():
-    unexplained = [
-        path for path in CATALOGUE
-        if not acted.is_acted_on(path) and not acted.holds_acted_keys(path) and acted.reason_for(path) is None
-    ]  # fmt: skip
-    assert unexplained == []
+def test_mapped_keys_name_the_attribute_they_become():
+    config = parse_run_config({"zero_optimization": {"stage": 1, "offload_optimizer": {}, "offload_param": {}}})
+    for cls in sections():
+        for name, mapped in cls.mapped.items():
+            target = config.zero if cls is ZeroConfig else config
+            assert operator.attrgetter(mapped.onto)(target) is not None, name
+
+
+def test_every_field_of_the_typed_config_is_a_declared_key_or_one_of_four_records():
+    assert sorted(path for path, _attribute in acted_paths(RunConfig) if path not in PATHS) == []
+    undeclared = {item.name for cls in sections() for item in dataclasses.fields(cls) if not item.metadata}
+    assert undeclared == {"raw", "source", "warnings", "auto_params"}
 
 
 def test_catalogue_holds_deepspeed_sections_and_deprecated_keys():
@@ -37,20 +53,41 @@ def test_catalogue_holds_deepspeed_sections_and_deprecated_keys():
                  "zero_optimization.stage3_max_live_parameters", "zero_optimization.max_live_parameters",
                  "zero_optimization.offload_optimizer.ratio", "checkpoint.writer.type", "wandb.team", "comet.api_key",
                  "bfloat16.enabled", "amp.opt_level", "elasticity", "nebula"):
-        assert path in CATALOGUE, path
+        assert path in PATHS, path
 
 
-def test_unacted_warnings_one_line_per_key_and_one_per_section():
+def test_unacted_notes_one_line_per_key_and_one_per_section():
     clean = {"zero_optimization": {"stage": 2, "overlap_comm": True, "offload_optimizer": {"device": "cpu",
                                                                                             "fast_init": True}},
              "flops_profiler": {"enabled": True, "profile_step": 3, "detailed": False},
              "autotuning": {"enabled": False, "fast": True},
              "steps_per_print": 10}
-    lines = acted.unacted_warnings(clean)
+    lines = unacted_notes(RunConfig, clean)
     assert [line.split(" ", 1)[0] for line in lines] == [
         "zero_optimization.overlap_comm", "zero_optimization.offload_optimizer.fast_init", "flops_profiler"]
     assert lines[0] == ("zero_optimization.overlap_comm is accepted but dsrun does not act on it: "
-                        + acted.REASONS["zero_optimization.overlap_comm"])
+                        + ZeroConfig.unacted["overlap_comm"].reason)
+
+
+def test_auto_only_where_something_fills_it_in():
+    hf = parse_run_config({"train_batch_size": "auto", "train_micro_batch_size_per_gpu": 2, "gradient_clipping": "auto",
+                           "fp16": {"enabled": "auto"}, "zero_optimization": {
+                               "stage": "auto", "reduce_bucket_size": "auto", "stage3_prefetch_bucket_size": "auto",
+                               "stage3_param_persistence_threshold": "auto",
+                               "stage3_gather_16bit_weights_on_model_save": "auto",
+                               "offload_optimizer": {"device": "auto"}}})
+    assert hf.gradient_clipping == 1.0 and hf.zero.stage == 0 and hf.zero.offload_optimizer.device == "none"
+    for raw, path in (({"steps_per_print": "auto"}, "steps_per_print"),
+                      ({"fp16": {"enabled": True, "loss_scale_window": "auto"}}, "fp16.loss_scale_window"),
+                      ({"zero_optimization": {"overlap_comm": "auto"}}, "zero_optimization.overlap_comm"),
+                      ({"checkpoint": {"tag_validation": "auto"}}, "checkpoint.tag_validation")):
+        with pytest.raises(UsageError, match=f'^config: {path} cannot be "auto": nothing fills it in'):
+            parse_run_config(raw)
+
+
+def test_sections_are_frozen_dataclasses():
+    for cls in sections():
+        assert issubclass(cls, Section) and dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
 
 
 @pytest.mark.parametrize(("value", "expected"), [
