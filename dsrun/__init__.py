@@ -23,6 +23,8 @@ _LAZY = {
     "accelerator": ("dsrun.accelerator", None),
     "runtime": ("dsrun.runtime", None),
     "zero": ("dsrun.zero", None),
+    "checkpointing": ("dsrun.checkpointing", None),
+    "pipe": ("dsrun.pipe", None),
     "OnDevice": ("dsrun.runtime.on_device", "OnDevice"),
     "DeepSpeedConfig": ("dsrun.runtime.ds_config", "DeepSpeedConfig"),
     "get_accelerator": ("dsrun.accelerator", "get_accelerator"),

@@ -28,14 +28,17 @@ MODULES: dict[str, str] = {
     "deepspeed.zero": "dsrun.zero",
     "deepspeed.runtime.zero": "dsrun.zero",
     "deepspeed.runtime.zero.partition_parameters": "dsrun.zero",
+    "deepspeed.pipe": "dsrun.pipe",
+    "deepspeed.runtime.pipe": "dsrun.pipe",
+    "deepspeed.checkpointing": "dsrun.checkpointing",
+    "deepspeed.runtime.activation_checkpointing": "dsrun.checkpointing",
+    "deepspeed.runtime.activation_checkpointing.checkpointing": "dsrun.checkpointing",
 }
 
 # What to use instead of DeepSpeed modules dsrun does not have (the most imported ones; others get a general line).
 INSTEAD: dict[str, str] = {
     "deepspeed.ops": "dsrun has no custom kernels: use torch.optim.Adam/AdamW (dsrun steps them with torch's fused"
     " kernels, on CPU and CUDA), the config's Lamb (dsrun.runtime.optim.lamb.Lamb) and torch's own layers",
-    "deepspeed.checkpointing": "use torch.utils.checkpoint.checkpoint (use_reentrant=False)",
-    "deepspeed.runtime.activation_checkpointing": "use torch.utils.checkpoint.checkpoint (use_reentrant=False)",
     "deepspeed.module_inject": "dsrun does not replace modules with kernels; the model runs as written",
     "deepspeed.compression": "dsrun has no compression library: the model trains unquantized",
     "deepspeed.profiling": "use torch.profiler",

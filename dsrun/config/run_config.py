@@ -16,6 +16,7 @@ from dsrun.config.batch import ACCUM, MICRO, TRAIN, BatchMath, batch_size, resol
 from dsrun.config.checks import boolean, choice, integer, number, show
 from dsrun.config.declare import Section, Unacted, build, catalogue, key, section, unacted_notes
 from dsrun.config.optim_section import OptimizerConfig, SchedulerConfig, missing_type_note
+from dsrun.config.parallel_sections import ActivationCheckpointingConfig, PipelineConfig
 from dsrun.config.sections import AmpConfig, BF16Config, CheckpointConfig, FP16Config, MonitorConfig, WandbConfig
 from dsrun.config.unacted_top import UNACTED_TOP_LEVEL
 from dsrun.config.validate import auto_paths, validate
@@ -52,6 +53,8 @@ class RunConfig(Section):
     csv_monitor: MonitorConfig = section(MonitorConfig)
     wandb: WandbConfig = section(WandbConfig)
     checkpoint: CheckpointConfig = section(CheckpointConfig)
+    pipeline: PipelineConfig = section(PipelineConfig)
+    activation_checkpointing: ActivationCheckpointingConfig = section(ActivationCheckpointingConfig)
 
     raw: Mapping[str, Any] = field(default_factory=dict)  # as written, for the records a run keeps
     source: str = "config"

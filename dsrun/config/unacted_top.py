@@ -39,11 +39,6 @@ DATA_TYPES = {
     "keep_in_fp32_modules": strings,
 }
 
-ACTIVATION_CHECKPOINTING = loose(
-    "partition_activations", "contiguous_memory_optimization", "cpu_checkpointing", "number_checkpoints",
-    "synchronize_checkpoint_boundary", "profile",
-)
-
 FLOPS_PROFILER = loose(
     "enabled", "recompute_fwd_factor", "profile_step", "module_depth", "top_modules", "detailed", "output_file",
 )
@@ -79,9 +74,6 @@ COMPILE: dict[str, Any] = {
 }
 COMPILE["free_activation_threshold"] = integer()
 COMPILE["passes"] = strings
-
-PIPELINE = loose("stages", "partition", "seed_layers", "activation_checkpoint_interval", "pipe_partitioned",
-                 "grad_partitioned", "use_reentrant")
 
 _TP_GROUPS = {"tp_size": integer(), "tp_grain_size": integer(), "mpu": anything, "tp_group": anything}
 TENSOR_PARALLEL = {
@@ -205,15 +197,11 @@ UNACTED_TOP_LEVEL: dict[str, Unacted] = {
                           " optimizer state, gradients reduced in fp32 (or communication_data_type), stage 2"
                           " accumulating gradient shards in the parameters' dtype"),
     "comet": Unacted(COMET, "dsrun's monitors are tensorboard, csv_monitor and wandb"),
-    "activation_checkpointing": Unacted(ACTIVATION_CHECKPOINTING, "DeepSpeed reads it only in"
-                                        " deepspeed.checkpointing.configure(), which dsrun does not provide;"
-                                        " checkpoint activations with torch.utils.checkpoint in the model"),
     "flops_profiler": Unacted(FLOPS_PROFILER, "dsrun has no FLOPs profiler"),
     "comms_logger": Unacted(COMMS_LOGGER, "dsrun does not log collectives"),
     "aio": Unacted(AIO, "dsrun has no NVMe offload, so there is no async I/O to tune"),
     "autotuning": Unacted(AUTOTUNING, "dsrun has no autotuner"),
     "compile": Unacted(COMPILE, "dsrun has no DeepCompile; call torch.compile on the model yourself"),
-    "pipeline": Unacted(PIPELINE, "dsrun's engine is data-parallel only; it has no DeepSpeed pipeline engine"),
     "tensor_parallel": Unacted(TENSOR_PARALLEL, "dsrun has no automatic tensor parallelism"),
     "hybrid_engine": Unacted(HYBRID_ENGINE, "dsrun has no RLHF hybrid engine"),
     "data_efficiency": Unacted(DATA_EFFICIENCY, "dsrun has no curriculum sampler or random-LTD"),

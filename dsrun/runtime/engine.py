@@ -63,6 +63,10 @@ class Engine(nn.Module):
         self.config = cfg
         self.batch = batch
         self.placement = placement
+        # The ranks gradients are averaged over, and this rank among them: the world here; a pipeline stage's
+        # replicas in the pipeline engine.
+        self.data_placement = placement
+        self.data_group: dist.ProcessGroup | None = None
         self.precision = precision
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
@@ -232,8 +236,9 @@ class Engine(nn.Module):
             raise RuntimeError(f"engine.{call}() needs an optimizer: pass optimizer= to dsrun.initialize or add an"
                                " \"optimizer\" section to the config")
 
-    def _global_norm(self, grads: list[torch.Tensor]) -> torch.Tensor:
+    def _global_norm(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """L2 norm over every rank's gradients: shards are disjoint, so squares add up across ranks."""
+        grads = [_local(g) for _, g in pairs]
         if grads:
             norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
             squares = torch.stack([n.to(self.device) for n in norms]).pow(2).sum()
@@ -246,7 +251,7 @@ class Engine(nn.Module):
     def _optimizer_step(self) -> None:
         pairs = self.strategy.grad_pairs()
         scale = self.loss_scale
-        norm = self._global_norm([_local(g) for _, g in pairs]).item() / scale
+        norm = self._global_norm(pairs).item() / scale
         self._global_grad_norm = norm
         finite = math.isfinite(norm)
         if not finite and (self.loss_scaler is not None or self.precision.half):

@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
+from dsrun.checkpointing import configure_from
 from dsrun.config import load_config, parse_run_config
 from dsrun.config.run_config import RunConfig
 from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
+from dsrun.pipe.setup import pipeline_layout
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import Placement, init_distributed
 from dsrun.runtime.engine import Engine
@@ -104,7 +107,8 @@ def _optimizer(optimizer, cfg: RunConfig, groups: list[dict[str, Any]], strategy
     return build_optimizer(recipe, master_groups, device)
 
 
-def _strategy_context(cfg: RunConfig, placement: Placement, precision: Precision) -> StrategyContext:
+def _strategy_context(cfg: RunConfig, placement: Placement, precision: Precision,
+                      group: dist.ProcessGroup | None = None) -> StrategyContext:
     zero = cfg.zero
     # "nvme" offloads to CPU memory too (the config warns about it); stage 0 has nothing to offload.
     offloads = [o for o in (zero.offload_optimizer, zero.offload_param) if o is not None and o.device != "none"]
@@ -121,6 +125,7 @@ def _strategy_context(cfg: RunConfig, placement: Placement, precision: Precision
         offload_pinned=offload and placement.device.type == "cuda" and pin,
         reduction=grad_reduction(cfg, placement.world_size, precision.param_dtype, zero.stage),
         allow_unused=zero.ignore_unused_parameters,
+        group=group,
     )
 
 
@@ -158,13 +163,18 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
     raw, source = _raw_config(args, config, config_params)
     cfg = parse_run_config(raw, source=source)
     placement = init_distributed(dist_init_required=dist_init_required)
-    batch = cfg.batch(placement.world_size)
+    pipe = pipeline_layout(model, cfg, placement)  # None unless the model is a PipelineModule
+    replicas = pipe.data_placement if pipe is not None else placement  # the ranks that average gradients
+    batch = cfg.batch(replicas.world_size)
     rank0 = placement.rank == 0
     if rank0:
         for warning in cfg.warnings:
             say(f"warning: {warning}")
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
+    # The config's activation_checkpointing section takes effect without the script calling configure() (in DeepSpeed
+    # it does nothing then); a later configure() call still overrides it.
+    configure_from(cfg.activation_checkpointing)
 
     precision = choose_precision(cfg, placement.device)
     if cfg.zero.stage < 3 and sharded_by_stage3(model):
@@ -181,14 +191,18 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
             model.to(precision.param_dtype)  # as DeepSpeed casts the module
     # Stage 3 is sharded first: fully_shard moves each rank's shards to its device, so no rank holds the whole model.
     groups = _param_groups(model, model_parameters, optimizer)
-    param_names = {param: name for name, param in model.named_parameters()}  # before wrapping renames anything
-    strategy = make_strategy(model, _strategy_context(cfg, placement, precision))
+    # The checkpoint's names, taken before wrapping renames anything (a pipeline's are the same for any partition).
+    param_names = model.checkpoint_names() if pipe is not None else {p: n for n, p in model.named_parameters()}
+    if pipe is not None:
+        pipe.agree_tied_weights()
+    strategy = make_strategy(model, _strategy_context(cfg, replicas, precision, pipe and pipe.groups.data))
     if on_meta and cfg.zero.stage == 3:
         materialize_sharded(model, placement.device)
 
     torch_optimizer = _optimizer(optimizer, cfg, groups, strategy, placement.device, rank0)
-    if isinstance(torch_optimizer, Lamb) and cfg.zero.stage in (1, 2) and placement.world_size > 1:
-        torch_optimizer.norm_group = "world"  # row shards: Lamb's per-tensor norms are summed over the ranks
+    if isinstance(torch_optimizer, Lamb) and cfg.zero.stage in (1, 2) and replicas.world_size > 1:
+        # Row shards: Lamb's per-tensor norms are summed over the ranks holding the rows.
+        torch_optimizer.norm_group = pipe.groups.data if pipe is not None else "world"
     if torch_optimizer is not None:
         check_shardable(torch_optimizer, cfg.zero.stage, cfg.zero_allow_untested_optimizer,
                         lambda m: rank0 and say(f"warning: {m}"))
@@ -201,14 +215,15 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
     loader = None
     if training_data is not None:
         loader = DistributedLoader(
-            training_data, batch_size=batch.train_micro_batch_size_per_gpu, rank=placement.rank,
-            world_size=placement.world_size, seed=cfg.seed or 0, drop_last=cfg.dataloader_drop_last,
+            training_data, batch_size=batch.train_micro_batch_size_per_gpu, rank=replicas.rank,
+            world_size=replicas.world_size, seed=cfg.seed or 0, drop_last=cfg.dataloader_drop_last,
             collate_fn=collate_fn, pin_memory=placement.device.type == "cuda",
         )
     monitor = build_monitor(cfg, placement)  # rank 0's CSV/TensorBoard/wandb recorder, or None
-    engine = Engine(model=model, strategy=strategy, cfg=cfg, batch=batch, placement=placement, precision=precision,
-                    optimizer=torch_optimizer, lr_scheduler=scheduler, loss_scaler=loss_scaler, param_names=param_names,
-                    dataloader=loader, monitor=monitor, monitoring=monitor_enabled(cfg))
+    engine_args = dict(model=model, strategy=strategy, cfg=cfg, batch=batch, placement=placement, precision=precision,
+                       optimizer=torch_optimizer, lr_scheduler=scheduler, loss_scaler=loss_scaler,
+                       param_names=param_names, dataloader=loader, monitor=monitor, monitoring=monitor_enabled(cfg))
+    engine = pipe.engine(**engine_args) if pipe is not None else Engine(**engine_args)
     if cfg.dump_state and rank0:
         _dump_state(engine, cfg, strategy)
     return engine, torch_optimizer, loader, scheduler

@@ -56,6 +56,10 @@ RUNS = {
         "train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
         "amp": {"enabled": True, "opt_level": "O1"},
     },
+    "activation checkpointing": {
+        "train_micro_batch_size_per_gpu": 1, "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+        "activation_checkpointing": {"cpu_checkpointing": True, "synchronize_checkpoint_boundary": True},
+    },
 }
 
 
@@ -78,6 +82,30 @@ def run(config: dict, tmp_path, seen: set[str], monkeypatch) -> None:
         engine.monitor.close()  # no wandb run, atexit or signal hook may outlive the test
 
 
+# Keys only code that needs several ranks reads, and the test that watches it read them.
+MULTI_RANK = {"pipeline.schedule": "tests/e2e/test_pipeline.py: the schedule each run used"}
+
+PIPELINE_RUN = {
+    "train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 2,
+    "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
+    "pipeline": {"activation_checkpoint_interval": 1, "use_reentrant": True, "schedule": "GPipe"},
+}
+
+
+def run_pipeline(tmp_path, seen: set[str], monkeypatch) -> None:
+    """A one-stage PipelineModule (the pipeline section's keys are read for pipelines only)."""
+    from dsrun.pipe import PipelineModule
+
+    parse = initialize_module.parse_run_config
+    monkeypatch.setattr(initialize_module, "parse_run_config", lambda raw, source: Recorder(parse(raw, source=source),
+                                                                                            "", seen))
+    torch.manual_seed(0)
+    model = PipelineModule([torch.nn.Linear(4, 4), torch.nn.Linear(4, 1)], num_stages=1,
+                           loss_fn=torch.nn.functional.mse_loss)
+    engine, _, _, _ = dsrun.initialize(model=model, config=PIPELINE_RUN)
+    engine.train_batch(iter([(torch.randn(2, 4), torch.randn(2, 1)) for _ in range(2)]))
+
+
 @pytest.fixture
 def monitors_on(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -95,7 +123,11 @@ def test_every_acted_on_key_is_read_by_the_runtime(single_process, tmp_path, mon
         run(config, tmp_path / name.replace(" ", "_"), seen, monkeypatch)
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
-    # The batch keys are read through RunConfig.batch(); the monitors through their `enabled` switch.
+    run_pipeline(tmp_path / "pipeline", seen, monkeypatch)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    # The batch keys are read through RunConfig.batch(); keys only multi-rank code reads are checked where it runs.
     unread = sorted(path for path, attribute in acted_paths(RunConfig)
-                    if attribute not in seen and not (path in BATCH_KEYS and "batch" in seen))
+                    if attribute not in seen and not (path in BATCH_KEYS and "batch" in seen)
+                    and path not in MULTI_RANK)
     assert unread == [], f"declared acted on but never read by the runtime: {unread}"

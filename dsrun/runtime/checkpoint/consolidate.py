@@ -46,10 +46,34 @@ def read_full(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
     return wanted
 
 
+def as_layer_list(weights: dict[str, torch.Tensor], tied_positions: dict[str, list[int]]) -> dict[str, torch.Tensor]:
+    """A pipeline's weights named as an nn.Sequential of its layers names them: a tied weight
+    (`tied_modules.<key>.<attr>`) at every index where its layer appears, and a tied layer's untied parameters
+    (saved at the first index of each stage's copy) at the indices that copy served."""
+    out = {name: t for name, t in weights.items() if not name.startswith("tied_modules.")}
+    for key, positions in tied_positions.items():
+        prefix = f"tied_modules.{key}."
+        for name, tensor in weights.items():
+            if name.startswith(prefix):
+                for index in positions:
+                    out[f"{index}.{name.removeprefix(prefix)}"] = tensor
+        untied = {name.split(".", 1)[1] for name in weights if name.split(".", 1)[0] in map(str, positions)}
+        for attr in untied:
+            saved = [index for index in positions if f"{index}.{attr}" in weights]
+            for index in positions:
+                if f"{index}.{attr}" not in out:  # served by the nearest copy before it (or the first one)
+                    source = max((s for s in saved if s <= index), default=saved[0])
+                    out[f"{index}.{attr}"] = weights[f"{source}.{attr}"]
+    return out
+
+
 def consolidate(checkpoint: Path, out: Path) -> Path:
     source = resolve_checkpoint(checkpoint)
     weights = {key.removeprefix("model."): t for key, t in read_full(source, "model.").items()}
     weights = {k: t.float() if t.is_floating_point() else t for k, t in weights.items()}
+    record = torch.load(source / layout.STATE_FILE, weights_only=False).get("pipeline")
+    if record:
+        weights = as_layer_list(weights, record["tied_positions"])
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
         try:

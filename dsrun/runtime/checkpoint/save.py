@@ -49,13 +49,34 @@ def engine_state(engine: Engine, client_state: dict[str, Any]) -> dict[str, Any]
         "precision": engine.precision.name,
         "param_groups": [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
         if optimizer is not None else None,
-        "optimizer_extra": non_tensor_optimizer_state(engine) if optimizer is not None else None,
+        "optimizer_extra": _everyones(non_tensor_optimizer_state(engine)) if optimizer is not None else None,
         "lr_scheduler": engine.lr_scheduler.state_dict() if engine.lr_scheduler is not None else None,
         "loss_scaler": engine.loss_scaler.state_dict() if engine.loss_scaler is not None else None,
         "dataloader": loader.state_dict() if loader is not None else None,
         "client_state": client_state,
         "config": engine.config.raw,
+        "pipeline": _pipeline_record(engine),
     }
+
+
+def _everyones(mine: dict[str, Any]) -> dict[str, Any]:
+    """Per-parameter entries of every rank merged (a pipeline's stages hold different parameters)."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return mine
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, mine)
+    return {name: entry for entries in everyone for name, entry in entries.items()}
+
+
+def _pipeline_record(engine: Engine) -> dict[str, Any] | None:
+    """What exporting a pipeline's whole layer list needs: where each tied layer appears."""
+    from dsrun.pipe.module import PipelineModule
+
+    module = engine.module
+    if not isinstance(module, PipelineModule):
+        return None
+    return {"num_stages": module.num_stages, "num_layers": len(module.layer_names),
+            "tied_positions": module.tied_positions()}
 
 
 def save_checkpoint(engine: Engine, save_dir, tag: str | None = None, client_state: dict | None = None,
@@ -82,8 +103,9 @@ def save_checkpoint(engine: Engine, save_dir, tag: str | None = None, client_sta
     dcp.save(tensors, storage_writer=dcp.FileSystemWriter(str(staged), sync_files=False))
     (staged / "rng").mkdir(exist_ok=True)
     torch.save(rng.capture(), staged / "rng" / f"rank{engine.global_rank}.pt")
+    state = engine_state(engine, client_state or {})  # every rank: it gathers the stages' optimizer entries
     if engine.global_rank == 0:
-        torch.save(engine_state(engine, client_state or {}), staged / layout.STATE_FILE)
+        torch.save(state, staged / layout.STATE_FILE)
     _barrier()  # every shard is on disk
 
     if engine.global_rank == 0:

@@ -32,7 +32,8 @@ class StateMapper:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.strategy = engine.strategy
-        self.row_sharded = hasattr(self.strategy, "rows")  # stages 1-2
+        # Stages 1-2 over more than one replica (a pipeline stage with one replica holds whole rows).
+        self.row_sharded = hasattr(self.strategy, "rows") and engine.data_placement.world_size > 1
         self.names = {param: engine.param_names[param] for param in self.strategy.masters}
         self._mesh = None
         self._scalars: list[tuple[torch.Tensor, torch.Tensor]] = []  # (full copy, live shard) of 0-d parameters
@@ -41,10 +42,13 @@ class StateMapper:
     @property
     def mesh(self):
         if self._mesh is None:
-            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-            placement = self.engine.placement
-            self._mesh = init_device_mesh(placement.device.type, (placement.world_size,))
+            placement, group = self.engine.placement, self.engine.data_group
+            if group is None:
+                self._mesh = init_device_mesh(placement.device.type, (placement.world_size,))
+            else:  # the rows are spread over a pipeline stage's replicas only
+                self._mesh = DeviceMesh.from_group(group, placement.device.type)
         return self._mesh
 
     def _global(self, param: nn.Parameter, local: torch.Tensor) -> torch.Tensor:
@@ -57,7 +61,7 @@ class StateMapper:
             device = self.engine.placement.device
             full = local.reshape(1).to(device, copy=True) if local.numel() else torch.zeros(1, dtype=local.dtype,
                                                                                              device=device)
-            dist.broadcast(full, src=0)
+            dist.broadcast(full, group=self.engine.data_group, group_src=0)
             self._scalars.append((full, local))
             return full.view(())
         from torch.distributed.tensor import DTensor, Shard
@@ -73,9 +77,15 @@ class StateMapper:
         """Trainable parameters as their masters, plus the module's other entries (buffers, frozen parameters:
         left out with `exclude_frozen`, as DeepSpeed's exclude_frozen_parameters does)."""
         masters = {self.names[p]: self._global(p, m) for p, m in self.strategy.masters.items()}
-        frozen = frozen_parameter_names(self.engine.module)
-        others = {k: v for k, v in self.engine.module.state_dict().items()
-                  if k not in masters and not (exclude_frozen and k in frozen)}
+        module = self.engine.module
+        frozen = frozen_parameter_names(module)
+        # Parameters go by their checkpoint names (a pipeline's differ from the module's own; see PipelineModule).
+        renamed = {name: self.engine.param_names.get(param, name) for name, param in module.named_parameters()}
+        others = {}
+        for key, value in module.state_dict().items():
+            name = renamed.get(key, key)
+            if name not in masters and not (exclude_frozen and key in frozen):
+                others[name] = value
         return {**others, **masters}
 
     def _rank_local_entries(self) -> set[tuple[str, str]]:

@@ -25,6 +25,9 @@ class StrategyContext:
     offload_cpu: bool  # offload_optimizer / offload_param with device "cpu"
     offload_pinned: bool  # ... in pinned memory (their pin_memory, honoured with CUDA only: pinning needs a GPU)
     reduction: GradReduction  # the dtype and scaling of the gradient sum over ranks
+    # The data-parallel ranks the strategy averages over; None: the whole world. A pipeline stage's strategy gets its
+    # stage's replicas (and `placement` then counts within them).
+    group: dist.ProcessGroup | None = None
 
 
 class Strategy:
@@ -78,19 +81,19 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def broadcast_from_rank0(model: nn.Module, device: torch.device) -> None:
+def broadcast_from_rank0(model: nn.Module, device: torch.device, group: dist.ProcessGroup | None = None) -> None:
     """Start every rank from rank 0's parameters and buffers, as DeepSpeed does at every stage: a script that sets
     no seed, or loads pretrained weights on rank 0 only, must not train a mix of each rank's weights.
 
     `device`: the process group's device. A tensor elsewhere (a stage-3 model still on the CPU, under NCCL) goes
-    through a copy there, one tensor at a time."""
+    through a copy there, one tensor at a time. `group`: the ranks to agree (the first of them sends); None: all."""
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
             if tensor.device.type == device.type:
-                dist.broadcast(tensor.data, src=0)
+                dist.broadcast(tensor.data, group=group, group_src=0)
             else:
                 staged = tensor.data.to(device)
-                dist.broadcast(staged, src=0)
+                dist.broadcast(staged, group=group, group_src=0)
                 tensor.data.copy_(staged)
 
 

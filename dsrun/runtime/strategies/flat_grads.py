@@ -27,8 +27,9 @@ _CONVERT_ELEMENTS = 1 << 23
 
 class FlatGrads:
     def __init__(self, params: list[nn.Parameter], names: dict[nn.Parameter, str], reduction: GradReduction,
-                 bucket_elements: int, allow_unused: bool):
+                 bucket_elements: int, allow_unused: bool, group: dist.ProcessGroup | None = None):
         self.params = params
+        self.group = group  # the ranks averaged over; None: all
         self.names = names  # for the error naming parameters without a gradient
         self.reduction = reduction
         self.bucket_elements = max(int(bucket_elements), 1)
@@ -84,7 +85,7 @@ class FlatGrads:
             for start in range(0, flat.numel(), size):
                 piece = flat[start : start + size]
                 work = self.reduction.before_sum(piece.to(self.reduction.dtype))  # .to: piece itself if same dtype
-                dist.all_reduce(work)
+                dist.all_reduce(work, group=self.group)
                 self.reduction.after_sum(work)
                 if work.data_ptr() != piece.data_ptr():
                     piece.copy_(work)

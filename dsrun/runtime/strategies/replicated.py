@@ -15,10 +15,11 @@ class Replicated(Strategy):
     def __init__(self, model: nn.Module, ctx: StrategyContext):
         self.params = trainable(model)
         if ctx.placement.world_size > 1:
-            broadcast_from_rank0(model, ctx.placement.device)
+            broadcast_from_rank0(model, ctx.placement.device, ctx.group)
         self.module = model
         names = {p: name for name, p in model.named_parameters()}
-        self.grads = FlatGrads(self.params, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused)
+        self.grads = FlatGrads(self.params, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused,
+                               ctx.group)
         # Half-precision modules get fp32 master copies; fp32 modules are stepped directly.
         separate = ctx.precision.master_weights
         self.masters = {p: p.detach().float().clone() if separate else p for p in self.params}

@@ -36,10 +36,10 @@ class Sharded(Strategy):
         self.gather_buckets = make_buckets(self.params, self.world, ctx.gather_bucket_elements)
         self.module = model
         if self.world > 1:
-            broadcast_from_rank0(model, ctx.placement.device)
+            broadcast_from_rank0(model, ctx.placement.device, ctx.group)
         if ctx.stage == 1:
             self.grads = FlatGrads(self.params, self.names, ctx.reduction, ctx.reduce_bucket_elements,
-                                   ctx.allow_unused)
+                                   ctx.allow_unused, ctx.group)
         else:
             self.reduce_buckets = make_buckets(self.params, self.world, ctx.reduce_bucket_elements)
             self.accumulated: dict[nn.Parameter, torch.Tensor | None] = dict.fromkeys(self.params)
@@ -77,7 +77,7 @@ class Sharded(Strategy):
             grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in bucket.params]
             packed = torch.empty(self.world * bucket.segment, dtype=reduction.dtype, device=device)
             packed = reduction.before_sum(bucket.pack(grads, self.world, packed))
-            mine = reduction.after_sum(reduce_to_shard(packed, bucket.segment, self.rank, self.world))
+            mine = reduction.after_sum(reduce_to_shard(packed, bucket.segment, self.rank, self.world, self.ctx.group))
             offset = 0
             for i, param in enumerate(bucket.params):
                 n = bucket.numel_of(i, self.rank)
@@ -118,7 +118,7 @@ class Sharded(Strategy):
             for bucket in self.gather_buckets:
                 mine = torch.empty(bucket.segment, dtype=dtype, device=self.ctx.placement.device)
                 bucket.segment_of([self.masters[p] for p in bucket.params], self.rank, mine)
-                bucket.unpack_into_params(gather_shards(mine, self.rank, self.world), self.world)
+                bucket.unpack_into_params(gather_shards(mine, self.rank, self.world, self.ctx.group), self.world)
 
     def zero_grad(self) -> None:
         for master in self.masters.values():
