@@ -42,7 +42,7 @@ class PipelineEngine(Engine):
         self.stage_id = self.pipe.stage_id
         self.data_iterator: Iterator[Any] | None = None
         if self.training_dataloader is not None and (self.is_first_stage() or self.is_last_stage()):
-            self.data_iterator = iter(self.training_dataloader)
+            self.data_iterator = _epochs(self.training_dataloader)
         self._stages: dict[tuple[Any, ...], Any] = {}  # (kind, shape key, micro-batches) -> schedule
         self._micro_losses: list[torch.Tensor] = []
         self.agg_train_loss: torch.Tensor | None = None
@@ -263,6 +263,13 @@ class PipelineEngine(Engine):
             if not self.strategy.sharded:
                 squares /= self.data_placement.world_size
         return squares.sqrt()
+
+
+def _epochs(loader: Any) -> Iterator[Any]:
+    """The training_data loader pass after pass, as DeepSpeed's pipeline engine repeats it (each pass is a new epoch
+    of its sampler; started lazily, so a load_checkpoint before the first train_batch resumes its position)."""
+    while True:
+        yield from loader
 
 
 def _cast_floating(batch: Any, dtype: torch.dtype) -> Any:
