@@ -25,6 +25,7 @@ _LAZY = {
     "zero": ("dsrun.zero", None),
     "checkpointing": ("dsrun.checkpointing", None),
     "pipe": ("dsrun.pipe", None),
+    "moe": ("dsrun.moe", None),
     "OnDevice": ("dsrun.runtime.on_device", "OnDevice"),
     "DeepSpeedConfig": ("dsrun.runtime.ds_config", "DeepSpeedConfig"),
     "get_accelerator": ("dsrun.accelerator", "get_accelerator"),

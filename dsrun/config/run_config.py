@@ -48,6 +48,8 @@ class RunConfig(Section):
     wall_clock_breakdown: bool = key(boolean, False)
     dump_state: bool = key(boolean, False)
     dataloader_drop_last: bool = key(boolean, False)
+    # MoE: lay expert-data-parallel ranks out before expert-parallel ones (DeepSpeed's D+E layout).
+    use_data_before_expert_parallelism: bool = key(boolean, False)
     seed: int | None = key(integer(minimum=0, maximum=2**32 - 1), None)  # dsrun's own: seeds Python, NumPy, torch
     tensorboard: MonitorConfig = section(MonitorConfig)
     csv_monitor: MonitorConfig = section(MonitorConfig)

@@ -182,7 +182,6 @@ UNACTED_TOP_LEVEL: dict[str, Unacted] = {
     "data_parallel_size": Unacted(integer(minimum=1), "dsrun takes the data-parallel size from the launch: every"
                                   " rank is a data-parallel rank"),
     "vocabulary_size": Unacted(integer(minimum=0), "DeepSpeed only uses it for a tensor-core alignment warning"),
-    "use_data_before_expert_parallelism": Unacted(boolean, "dsrun has no mixture-of-experts support"),
     "allgather_size": Unacted(integer(minimum=0), "it only sizes all-gather buckets of the legacy"
                               " `\"zero_optimization\": true` form, and dsrun does not bucket all-gathers"),
     "datastates_ckpt": Unacted(anything, "dsrun checkpoints with torch.distributed.checkpoint"),
@@ -207,6 +206,7 @@ UNACTED_TOP_LEVEL: dict[str, Unacted] = {
     "data_efficiency": Unacted(DATA_EFFICIENCY, "dsrun has no curriculum sampler or random-LTD"),
     "weight_quantization": Unacted(WEIGHT_QUANTIZATION, "dsrun does not quantize weights"),
     "timers": Unacted(TIMERS, "dsrun has no throughput timer"),
-    "expert_parallel": Unacted(EXPERT_PARALLEL, "dsrun has no mixture-of-experts support"),
+    "expert_parallel": Unacted(EXPERT_PARALLEL, "it configures DeepSpeed's AutoEP (expert parallelism applied to an"
+                               " existing model), which dsrun does not have: build the model with dsrun.moe.layer.MoE"),
     **{name: Unacted(anything, reason) for name, reason in _REMOVED_BLOCKS.items()},
 }

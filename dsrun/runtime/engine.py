@@ -237,16 +237,25 @@ class Engine(nn.Module):
                                " \"optimizer\" section to the config")
 
     def _global_norm(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """L2 norm over every rank's gradients: shards are disjoint, so squares add up across ranks."""
-        grads = [_local(g) for _, g in pairs]
-        if grads:
-            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
-            squares = torch.stack([n.to(self.device) for n in norms]).pow(2).sum()
-        else:
-            squares = torch.zeros((), device=self.device)
+        """L2 norm over every rank's gradients: shards are disjoint, so squares add up across ranks. Experts spread
+        over ranks (MoE, ep_size > 1) count once each: their squares add up over their expert-parallel group."""
+        expert_groups = {id(self.strategy.masters[param]): group.parallel_group
+                         for group in self.strategy.experts for param in group.params}
+        squares = self._squares([_local(g) for master, g in pairs if id(master) not in expert_groups])
         if self.strategy.sharded and self.world_size > 1:
             dist.all_reduce(squares)
+        for group in self.strategy.experts:
+            ids = {id(self.strategy.masters[param]) for param in group.params}
+            expert_squares = self._squares([_local(g) for master, g in pairs if id(master) in ids])
+            dist.all_reduce(expert_squares, group=group.parallel_group)
+            squares = squares + expert_squares
         return squares.sqrt()
+
+    def _squares(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        if not grads:
+            return torch.zeros((), device=self.device)
+        norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
+        return torch.stack([n.to(self.device) for n in norms]).pow(2).sum()
 
     def _optimizer_step(self) -> None:
         pairs = self.strategy.grad_pairs()

@@ -17,6 +17,7 @@ from dsrun.config import load_config, parse_run_config
 from dsrun.config.run_config import RunConfig
 from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
+from dsrun.moe.setup import expert_checkpoint_names, prepare_experts
 from dsrun.pipe.setup import pipeline_layout
 from dsrun.runtime.dataloader import DistributedLoader
 from dsrun.runtime.distributed import Placement, init_distributed
@@ -191,8 +192,10 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
             model.to(precision.param_dtype)  # as DeepSpeed casts the module
     # Stage 3 is sharded first: fully_shard moves each rank's shards to its device, so no rank holds the whole model.
     groups = _param_groups(model, model_parameters, optimizer)
-    # The checkpoint's names, taken before wrapping renames anything (a pipeline's are the same for any partition).
-    param_names = model.checkpoint_names() if pipe is not None else {p: n for n, p in model.named_parameters()}
+    # The checkpoint's names, taken before wrapping renames anything: the same for any partition of a pipeline, and
+    # experts by their global index, the same at any expert-parallel size.
+    param_names = model.checkpoint_names() if pipe is not None else expert_checkpoint_names(model)
+    prepare_experts(model, cfg, pipelined=pipe is not None)
     if pipe is not None:
         pipe.agree_tied_weights()
     strategy = make_strategy(model, _strategy_context(cfg, replicas, precision, pipe and pipe.groups.data))

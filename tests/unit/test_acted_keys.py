@@ -106,6 +106,22 @@ def run_pipeline(tmp_path, seen: set[str], monkeypatch) -> None:
     engine.train_batch(iter([(torch.randn(2, 4), torch.randn(2, 1)) for _ in range(2)]))
 
 
+def run_moe(seen: set[str], monkeypatch) -> None:
+    """A model with an MoE layer (the expert layout key is read for such models only)."""
+    from dsrun.moe.layer import MoE
+
+    parse = initialize_module.parse_run_config
+    monkeypatch.setattr(initialize_module, "parse_run_config", lambda raw, source: Recorder(parse(raw, source=source),
+                                                                                            "", seen))
+    model = MoE(4, torch.nn.Linear(4, 4), num_experts=2)
+    config = {"train_micro_batch_size_per_gpu": 2, "use_data_before_expert_parallelism": True,
+              "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
+    engine, _, _, _ = dsrun.initialize(model=model, config=config)
+    output, l_aux, _ = engine(torch.randn(8, 4))
+    engine.backward(output.sum() + l_aux)
+    engine.step()
+
+
 @pytest.fixture
 def monitors_on(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -124,6 +140,9 @@ def test_every_acted_on_key_is_read_by_the_runtime(single_process, tmp_path, mon
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
     run_pipeline(tmp_path / "pipeline", seen, monkeypatch)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    run_moe(seen, monkeypatch)
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     # The batch keys are read through RunConfig.batch(); keys only multi-rank code reads are checked where it runs.

@@ -10,6 +10,7 @@ from torch import nn
 
 from dsrun.runtime.distributed import Placement
 from dsrun.runtime.precision import Precision
+from dsrun.runtime.strategies.experts import ExpertGroup
 from dsrun.runtime.strategies.reduction import GradReduction
 
 
@@ -39,6 +40,7 @@ class Strategy:
     module: nn.Module  # what forward runs through (FSDP2's or the plain model)
     sharded: bool  # owned grads are this rank's partition: a global norm needs a sum over ranks
     masters: dict[nn.Parameter, torch.Tensor]  # model parameter -> the tensor the optimizer updates for it
+    experts: list[ExpertGroup] = []  # MoE experts spread over ranks (ZeRO stage 0 only)
 
     def before_forward(self, boundary: bool) -> None:
         """`boundary`: this micro-step ends an accumulation cycle (its gradients must be synchronised)."""
@@ -81,20 +83,30 @@ def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
 
 
-def broadcast_from_rank0(model: nn.Module, device: torch.device, group: dist.ProcessGroup | None = None) -> None:
+def broadcast_from_rank0(model: nn.Module, device: torch.device, group: dist.ProcessGroup | None = None,
+                         skip: set[int] | None = None) -> None:
     """Start every rank from rank 0's parameters and buffers, as DeepSpeed does at every stage: a script that sets
     no seed, or loads pretrained weights on rank 0 only, must not train a mix of each rank's weights.
 
     `device`: the process group's device. A tensor elsewhere (a stage-3 model still on the CPU, under NCCL) goes
-    through a copy there, one tensor at a time. `group`: the ranks to agree (the first of them sends); None: all."""
+    through a copy there, one tensor at a time. `group`: the ranks to agree (the first of them sends); None: all.
+    `skip`: ids of tensors left alone (experts, which differ from rank to rank by design)."""
     with torch.no_grad():
         for tensor in [*model.parameters(), *model.buffers()]:
-            if tensor.device.type == device.type:
-                dist.broadcast(tensor.data, group=group, group_src=0)
-            else:
-                staged = tensor.data.to(device)
-                dist.broadcast(staged, group=group, group_src=0)
-                tensor.data.copy_(staged)
+            if skip and id(tensor) in skip:
+                continue
+            broadcast_tensor(tensor, device, group, 0)
+
+
+def broadcast_tensor(tensor: torch.Tensor, device: torch.device, group: dist.ProcessGroup | None,
+                     group_src: int) -> None:
+    """`tensor` from the group's rank `group_src` to the others, through `device` if it lives elsewhere."""
+    if tensor.device.type == device.type:
+        dist.broadcast(tensor.data, group=group, group_src=group_src)
+    else:
+        staged = tensor.data.to(device)
+        dist.broadcast(staged, group=group, group_src=group_src)
+        tensor.data.copy_(staged)
 
 
 def refuse_unused(unused: list[str]) -> None:

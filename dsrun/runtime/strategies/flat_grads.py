@@ -79,13 +79,16 @@ class FlatGrads:
         world = self.reduction.world
         if world == 1:
             return
+        # Experts' copies may all be on this rank (their group of one): scaled like the rest, nothing to sum.
+        alone = self.group is not None and dist.get_world_size(self.group) == 1
         for flat in self.flats:
             converting = flat.dtype != self.reduction.dtype
             size = min(self.bucket_elements, _CONVERT_ELEMENTS) if converting else self.bucket_elements
             for start in range(0, flat.numel(), size):
                 piece = flat[start : start + size]
                 work = self.reduction.before_sum(piece.to(self.reduction.dtype))  # .to: piece itself if same dtype
-                dist.all_reduce(work, group=self.group)
+                if not alone:
+                    dist.all_reduce(work, group=self.group)
                 self.reduction.after_sum(work)
                 if work.data_ptr() != piece.data_ptr():
                     piece.copy_(work)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dsrun.runtime.strategies.base import Strategy, StrategyContext, broadcast_from_rank0, trainable
+from dsrun.runtime.strategies.base import (
+    Strategy,
+    StrategyContext,
+    broadcast_from_rank0,
+    broadcast_tensor,
+    trainable,
+)
+from dsrun.runtime.strategies.experts import split_experts
 from dsrun.runtime.strategies.flat_grads import FlatGrads
 
 
@@ -14,25 +21,39 @@ class Replicated(Strategy):
 
     def __init__(self, model: nn.Module, ctx: StrategyContext):
         self.params = trainable(model)
+        dense, experts = split_experts(self.params)
         if ctx.placement.world_size > 1:
-            broadcast_from_rank0(model, ctx.placement.device, ctx.group)
+            broadcast_from_rank0(model, ctx.placement.device, ctx.group,
+                                 skip={id(p) for group in experts for p in group.params})
+            for group in experts:  # each expert's copies start from its first copy's
+                with torch.no_grad():
+                    for param in group.params:
+                        broadcast_tensor(param, ctx.placement.device, group.data_group, 0)
         self.module = model
         names = {p: name for name, p in model.named_parameters()}
-        self.grads = FlatGrads(self.params, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused,
-                               ctx.group)
+        # One flat buffer set for the dense parameters (averaged over all ranks), one per expert group: summed over
+        # the expert's copies and divided by the whole world (the reduction's `world`), see experts.py.
+        self.grad_sets = [FlatGrads(dense, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused,
+                                    ctx.group)]
+        self.grad_sets += [FlatGrads(group.params, names, ctx.reduction, ctx.reduce_bucket_elements,
+                                     ctx.allow_unused, group.data_group) for group in experts]
+        self.experts = experts
         # Half-precision modules get fp32 master copies; fp32 modules are stepped directly.
         separate = ctx.precision.master_weights
         self.masters = {p: p.detach().float().clone() if separate else p for p in self.params}
 
     def before_backward(self, boundary: bool) -> None:
-        self.grads.attach()
+        for grads in self.grad_sets:
+            grads.attach()
 
     def after_backward(self, boundary: bool) -> None:
         if boundary:
-            self.grads.average()
+            for grads in self.grad_sets:
+                grads.average()
 
     def catch_up(self) -> None:
-        self.grads.catch_up()
+        for grads in self.grad_sets:
+            grads.catch_up()
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [(master, param.grad) for param, master in self.masters.items() if param.grad is not None]
@@ -47,4 +68,5 @@ class Replicated(Strategy):
         for param, master in self.masters.items():
             if master is not param:
                 master.grad = None
-        self.grads.zero()
+        for grads in self.grad_sets:
+            grads.zero()
