@@ -30,14 +30,15 @@ class _ResumableSampler(Sampler):
 
 
 class DistributedLoader:
-    """A DataLoader over a DistributedSampler that reshuffles each pass (set_epoch), like DeepSpeed's loader."""
+    """A DataLoader over a DistributedSampler that reshuffles each pass (set_epoch), like DeepSpeed's loader (its
+    pipeline engine's does not shuffle: `shuffle=False`)."""
 
     def __init__(self, dataset, *, batch_size: int, rank: int, world_size: int, seed: int, drop_last: bool,
-                 collate_fn=None, pin_memory: bool = False):
+                 collate_fn=None, pin_memory: bool = False, shuffle: bool = True):
         self.batch_size = batch_size
         self.world_size = world_size
         self.sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
-                                                              shuffle=True, seed=seed, drop_last=drop_last)
+                                                              shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._resumable = _ResumableSampler(self.sampler)
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self._resumable, collate_fn=collate_fn,
                                  drop_last=drop_last, pin_memory=pin_memory)

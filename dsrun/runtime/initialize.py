@@ -221,6 +221,7 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
             training_data, batch_size=batch.train_micro_batch_size_per_gpu, rank=replicas.rank,
             world_size=replicas.world_size, seed=cfg.seed or 0, drop_last=cfg.dataloader_drop_last,
             collate_fn=collate_fn, pin_memory=placement.device.type == "cuda",
+            shuffle=pipe is None,  # DeepSpeed's pipeline engine reads its training_data in order
         )
     monitor = build_monitor(cfg, placement)  # rank 0's CSV/TensorBoard/wandb recorder, or None
     engine_args = dict(model=model, strategy=strategy, cfg=cfg, batch=batch, placement=placement, precision=precision,

@@ -119,7 +119,7 @@ def main() -> None:
     replica = module.data_parallel_id
 
     reference = Sequence(reference_layers(layer_specs(None)))
-    ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.01)
+    ref_opt = torch.optim.AdamW(reference.parameters(), lr=0.01, weight_decay=0.0)  # DeepSpeed's default, as dsrun's
     loss_diff = 0.0
     losses = []
     for step in range(STEPS):

@@ -277,3 +277,12 @@ def test_other_non_elementwise_optimizers_still_refused():
     opt = torch.optim.LBFGS([torch.nn.Parameter(torch.ones(2))])
     with pytest.raises(UsageError, match="zero_allow_untested_optimizer"):
         check_shardable(opt, 1, allow_untested=False, warn=print)
+
+
+@pytest.mark.parametrize("name", ["Adam", "AdamW", "adam"])
+def test_config_adam_decays_nothing_unless_told_as_in_deepspeed(name):
+    """DeepSpeed's FusedAdam / DeepSpeedCPUAdam default to weight_decay 0; torch's AdamW to 0.01 (kept only with
+    torch_adam true, where DeepSpeed builds torch's class too)."""
+    assert recipe_from_config(name, {"lr": 1e-3}).defaults["weight_decay"] == 0.0
+    assert recipe_from_config(name, {"lr": 1e-3, "weight_decay": 0.1}).defaults["weight_decay"] == 0.1
+    assert "weight_decay" not in recipe_from_config(name, {"lr": 1e-3, "torch_adam": True}).defaults

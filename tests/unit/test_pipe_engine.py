@@ -51,3 +51,11 @@ def test_an_iterator_that_runs_out_is_one_line(single_process, capsys):
         engine.train_batch(iter([(torch.randn(2, 3), torch.randn(2, 2))]))
     assert exited.value.code == 2
     assert "ran out after 1 of the 2 micro-batches" in capsys.readouterr().err
+
+
+def test_training_data_is_read_in_order_as_deepspeeds_pipeline_engine_reads_it(single_process):
+    samples = [(torch.full((3,), float(i)), torch.zeros(2)) for i in range(8)]
+    module = PipelineModule(layers(), num_stages=1, loss_fn=nn.functional.mse_loss)
+    engine, _, loader, _ = dsrun.initialize(model=module, model_parameters=module.parameters(), config=CONFIG,
+                                            training_data=samples)
+    assert [batch[0][:, 0].tolist() for batch in loader] == [[0.0, 1.0], [2.0, 3.0], [4.0, 5.0], [6.0, 7.0]]

@@ -59,12 +59,16 @@ def recipe_from_config(type_name: str, params: dict[str, Any]) -> OptimizerRecip
         return OptimizerRecipe(Lamb, dict(params))
     params = dict(params)
     adam_w_mode = params.pop("adam_w_mode", True)
-    params.pop("torch_adam", None)  # dsrun always uses torch's Adam; the flag chose between implementations
+    torch_adam = params.pop("torch_adam", False)  # dsrun always steps torch's Adam; the flag chose the implementation
     lowered = type_name.lower()
     cls: type[torch.optim.Optimizer] | None
     if lowered in ("adam", "adamw"):
         # DeepSpeed: "Adam" means decoupled weight decay unless adam_w_mode is false; "AdamW" always does.
         cls = torch.optim.AdamW if lowered == "adamw" or adam_w_mode else torch.optim.Adam
+        if not torch_adam:
+            # DeepSpeed's own Adams (FusedAdam, DeepSpeedCPUAdam) decay nothing unless told; torch's AdamW decays by
+            # 0.01 by default, which DeepSpeed keeps only with torch_adam true.
+            params.setdefault("weight_decay", 0.0)
     elif lowered == "adagrad":
         cls = torch.optim.Adagrad
     elif lowered in _DEEPSPEED_ONLY:
