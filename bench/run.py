@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import checkpoint_io, launch, memory, plan_scale, plots, report, train_step  # noqa: E402
+from bench import checkpoint_io, launch, memory, pipeline_bench, plan_scale, plots, report, train_step  # noqa: E402
 from bench.timing import BenchError  # noqa: E402
 
 # Each takes (reps, repo, quick). The training benchmarks shorten themselves under --quick; the launcher ones
@@ -31,6 +31,7 @@ BENCHMARKS = {
     memory.NAME: memory.run,
     plan_scale.NAME: lambda reps, repo, quick: plan_scale.run(reps, repo),
     checkpoint_io.NAME: checkpoint_io.run,
+    pipeline_bench.NAME: pipeline_bench.run,
 }
 DEFAULT_REPS = 7
 QUICK_REPS = 2

@@ -16,7 +16,6 @@ import cProfile
 import faulthandler
 import gc
 import io
-import json
 import os
 import pstats
 import resource
@@ -34,6 +33,7 @@ import torch.distributed as dist  # noqa: E402
 
 from bench.models import GPTConfig, TokenBatches, build_model, parameter_count  # noqa: E402
 from bench.train_setup import ACCUMULATION, MICRO_BATCH, SEED  # noqa: E402
+from bench.workers import gather_and_write  # noqa: E402
 
 
 def make_trainer(impl: str, stage: int, precision: str, communication_data_type: str | None = None):
@@ -207,16 +207,7 @@ def main() -> None:
         mine = {"configs": configs}
     else:
         mine = memory_config(args, batches, rank)
-    every = [None] * world
-    dist.all_gather_object(every, mine)
-    if rank == 0:
-        if "deepspeed" in args.impls:
-            import deepspeed
-
-            facts["deepspeed"] = deepspeed.__version__
-        args.out.write_text(json.dumps({"facts": facts, "ranks": every}) + "\n")
-    dist.barrier()
-    dist.destroy_process_group()
+    gather_and_write(args.out, args.impls, facts, mine)
 
 
 if __name__ == "__main__":

@@ -45,17 +45,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_command(worker_args: list[str], with_deepspeed: bool) -> list[str]:
+def launch_command(worker_args: list[str], with_deepspeed: bool, worker: Path = WORKER) -> list[str]:
     bindir = Path(sys.executable).parent  # the venv of the harness: its dsrun, or the peers venv's deepspeed
     if with_deepspeed:
         # DeepSpeed's launcher always uses port 29500, which tests running beside the benchmark may hold.
         return [str(bindir / "deepspeed"), "--num_gpus", str(RANKS), "--master_port", str(_free_port()),
-                str(WORKER), *worker_args]
-    return [str(bindir / "dsrun"), "--num_gpus", str(RANKS), str(WORKER), *worker_args]
+                str(worker), *worker_args]
+    return [str(bindir / "dsrun"), "--num_gpus", str(RANKS), str(worker), *worker_args]
 
 
-def run_worker(worker_args: list[str], with_deepspeed: bool, cwd: Path, attempts: int = 2) -> dict:
-    """Run one worker pair; return the JSON rank 0 wrote. Its output goes to the terminal (progress, errors).
+def run_worker(worker_args: list[str], with_deepspeed: bool, cwd: Path, attempts: int = 2,
+               worker: Path = WORKER) -> dict:
+    """Run one worker pair (`worker`: train_worker.py unless another is given); return the JSON rank 0 wrote. Its
+    output goes to the terminal (progress, errors).
 
     A failed pair is started once more: a rare abort at exit ("terminate called without an active exception",
     seen once in ~40 runs, not reproduced in the next 3) should not throw away a whole benchmark run. Every
@@ -65,7 +67,7 @@ def run_worker(worker_args: list[str], with_deepspeed: bool, cwd: Path, attempts
     for _ in range(attempts):
         with tempfile.TemporaryDirectory(prefix="dsrun-bench-") as tmp:
             out = Path(tmp) / "result.json"
-            command = launch_command([*worker_args, "--out", str(out)], with_deepspeed)
+            command = launch_command([*worker_args, "--out", str(out)], with_deepspeed, worker)
             try:
                 proc = subprocess.run(command, cwd=cwd, env=_launcher_env(), timeout=TIMEOUT_SECONDS, check=False,
                                       stdout=sys.stderr)
@@ -79,3 +81,21 @@ def run_worker(worker_args: list[str], with_deepspeed: bool, cwd: Path, attempts
             failures.append(f"{' '.join(command)} exited {proc.returncode}")
             print(f"bench: {failures[-1]} (its output is above)", file=sys.stderr)
     raise BenchError(f"{failures[-1]}, {attempts} times (its output is above)")
+
+
+def gather_and_write(out, impls, facts: dict, mine: dict) -> None:
+    """In a benchmark worker: every rank's measurements to rank 0, which writes them with the facts (and DeepSpeed's
+    version when it ran) as one JSON line; then the process group ends."""
+
+    import torch.distributed as dist
+
+    every: list = [None] * dist.get_world_size()
+    dist.all_gather_object(every, mine)
+    if dist.get_rank() == 0:
+        if "deepspeed" in impls:
+            import deepspeed
+
+            facts["deepspeed"] = deepspeed.__version__
+        out.write_text(json.dumps({"facts": facts, "ranks": every}) + "\n")
+    dist.barrier()
+    dist.destroy_process_group()
