@@ -28,9 +28,12 @@ def run(ranks: int, mode: str, directory: Path, stages: int) -> dict:
 
 def test_a_pipeline_checkpoint_loads_with_other_stages_and_replicas(tmp_path):
     saved = run(2, "save", tmp_path / "ckpt", 2)
+    assert run(2, "load", tmp_path / "ckpt", 2) == saved  # the same layout: the same floats, an exact resume
     for ranks, stages in ((2, 1), (4, 2)):
         loaded = run(ranks, "load", tmp_path / "ckpt", stages)
-        assert loaded == saved, (ranks, stages, loaded, saved)  # the same floats: an exact resume
+        # Another layout sums the replicas' gradients in another order: equal up to float rounding.
+        assert loaded["steps"] == saved["steps"] and abs(loaded["eval"] - saved["eval"]) <= 1e-6, (ranks, stages)
+        assert max(abs(a - b) for a, b in zip(loaded["losses"], saved["losses"], strict=True)) <= 1e-6, loaded
 
     out = tmp_path / "weights.pt"
     consolidate(tmp_path / "ckpt", out)
