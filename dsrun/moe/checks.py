@@ -6,32 +6,9 @@ another gate); dsrun stops the job with one line, like its other mistakes.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-import torch.distributed as dist
-
-from dsrun.errors import UsageError, exit_on_usage_error
+from dsrun.errors import UsageError
 
 NOISY_GATE_POLICIES = (None, "None", "Jitter", "RSample")
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def one_line_in_workers(method: F) -> F:
-    """In a worker (torch.distributed initialized) a UsageError ends the job with one line and exit code 2, dsrun's
-    convention; elsewhere (tests, tools) it stays a UsageError to catch."""
-
-    @functools.wraps(method)
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        if dist.is_available() and dist.is_initialized():
-            with exit_on_usage_error():
-                return method(*args, **kwargs)
-        return method(*args, **kwargs)
-
-    return wrapped  # type: ignore[return-value]
-
 
 def check_layer(num_experts: int, ep_size: int, k: int, noisy_gate_policy: str | None) -> None:
     if num_experts < 1:

@@ -26,8 +26,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dsrun.errors import one_line_in_workers
 from dsrun.moe import groups
-from dsrun.moe.checks import check_layer, check_world, one_line_in_workers
+from dsrun.moe.checks import check_layer, check_world
 from dsrun.moe.experts import Experts
 from dsrun.moe.gate import TopKGate
 from dsrun.moe.moe_layer import MOELayer

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-from dsrun.console import error, say
+from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
 from dsrun.pipe import microbatches
 from dsrun.pipe.groups import PipeGroups
@@ -148,16 +148,10 @@ class PipelineEngine(Engine):
         self.agg_eval_loss = loss if isinstance(loss, torch.Tensor) else None
         return (loss, logits if self.is_last_stage() else None) if return_logits else loss
 
-    @contextlib.contextmanager
-    def _stage_errors(self) -> Iterator[None]:
+    def _stage_errors(self) -> Any:
         """A mistake only some stages see (their data, the loss): each such stage's first replica says it, with the
         stage's number, and every rank that saw it exits with code 2 (the launcher then ends the others)."""
-        try:
-            yield
-        except UsageError as err:
-            if self.data_placement.rank == 0:
-                error(f"pipeline stage {self.stage_id}: {err}")
-            raise SystemExit(err.exit_code) from None
+        return exit_on_usage_error(speaks=self.data_placement.rank == 0, prefix=f"pipeline stage {self.stage_id}: ")
 
     # -- the schedule -----------------------------------------------------------------------------------------------
     def _prepare(self, kind: str, count: int, compute_loss: bool) -> tuple[Any, tuple[Any, ...], Any]:
@@ -252,12 +246,7 @@ class PipelineEngine(Engine):
     def _global_norm(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """The L2 norm of the whole model's gradients: every stage's (tied weights counted once), over all ranks.
         Replicas of a stage hold the same averaged gradients unless ZeRO-1 split them into disjoint rows."""
-        grads = [_local(g) for master, g in pairs if id(master) not in self._norm_skips]
-        if grads:
-            norms = torch._foreach_norm(grads, 2, dtype=torch.float32)
-            squares = torch.stack([n.to(self.device) for n in norms]).pow(2).sum()
-        else:
-            squares = torch.zeros((), device=self.device)
+        squares = self._squares([_local(g) for master, g in pairs if id(master) not in self._norm_skips])
         if self.world_size > 1:
             dist.all_reduce(squares)
             if not self.strategy.sharded:

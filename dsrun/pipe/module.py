@@ -13,7 +13,6 @@ state_dict names the same layer the same way whatever the number of stages.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -23,27 +22,13 @@ import torch.distributed as dist
 from torch import nn
 
 from dsrun.console import say
-from dsrun.errors import UsageError, exit_on_usage_error
+from dsrun.errors import UsageError, one_line_in_workers
 from dsrun.pipe import activation, tied
 from dsrun.pipe.layers import display_name, layer_name, parameter_counts
 from dsrun.pipe.partition import partition
 from dsrun.pipe.report import partition_lines
 from dsrun.pipe.spec import LayerSpec, TiedLayerSpec
 from dsrun.pipe.topology import PipeDataParallelTopology, ProcessTopology
-
-
-def _one_line_in_workers(init: Callable[..., None]) -> Callable[..., None]:
-    """In a worker (torch.distributed initialized) a mistake in the layer list ends the job with one line and exit
-    code 2, dsrun's convention; elsewhere (tests, tools) it stays a UsageError to catch."""
-
-    @functools.wraps(init)
-    def wrapped(self: Any, *args: Any, **kwargs: Any) -> None:
-        if dist.is_available() and dist.is_initialized():
-            with exit_on_usage_error():
-                return init(self, *args, **kwargs)
-        return init(self, *args, **kwargs)
-
-    return wrapped
 
 
 class PipelineModule(nn.Module):
@@ -55,7 +40,7 @@ class PipelineModule(nn.Module):
     build the module as that rank of that world would (tests; a tool inspecting one stage). Without them and without
     torch.distributed the module is rank 0 of a world of 1."""
 
-    @_one_line_in_workers
+    @one_line_in_workers
     def __init__(self, layers: Iterable[Any], num_stages: int | None = None, topology: ProcessTopology | None = None,
                  loss_fn: Callable[..., Any] | None = None, seed_layers: bool = False,
                  seed_fn: Callable[[int], Any] | None = None, base_seed: int = 1234,
