@@ -45,6 +45,9 @@ class PipelineEngine(Engine):
             self.data_iterator = _epochs(self.training_dataloader)
         self._stages: dict[tuple[Any, ...], Any] = {}  # (kind, shape key, micro-batches) -> schedule
         self._micro_losses: list[torch.Tensor] = []
+        self._loss_share = torch.zeros(())  # this rank's part of the batch loss, then the loss (train_batch)
+        self._key_sent: Any = None  # the first stage's shape-key send, in flight
+        self._key_buffer: torch.Tensor | None = None
         self.agg_train_loss: torch.Tensor | None = None
         self.agg_eval_loss: torch.Tensor | None = None
         # The norm counts each tied weight once: on the first stage holding it.
@@ -101,11 +104,13 @@ class PipelineEngine(Engine):
         self._sum_tied_gradients()
         self.strategy.after_backward(True)
         self._timers.stop("forward")
-        loss = self._batch_loss()
-        self._losses = [loss]
+        # The batch loss reaches every rank inside the norm's all-reduce (see _global_norm): no collective of its own.
+        self._loss_share = self._batch_loss(broadcast=False, averaged=False) / self.data_placement.world_size
         self._timers.start("step")
         self._optimizer_step()
         self._timers.stop("step")
+        loss = self._loss_share
+        self._losses = [loss]
         self.micro_steps += count
         self.global_steps += 1
         self.global_samples += self.train_batch_size()
@@ -175,9 +180,19 @@ class PipelineEngine(Engine):
         return self._stages[key], inputs, labels
 
     def _shared_shape_key(self, first_micro: Any) -> int:
+        """The first stage's batch shape, on every stage of the pipeline. The first stage only sends it: waiting
+        for the others to take it would hold its first forwards back while the last stage still steps."""
+        if self._key_sent is not None:
+            self._key_sent.wait()  # the previous batch's: long taken by now (its schedule needed it)
+            self._key_sent = None
         key = torch.tensor([microbatches.shape_key(first_micro)], dtype=torch.int64, device=self.device)
         if self.groups.pipeline is not None:
-            dist.broadcast(key, src=self.groups.first_rank, group=self.groups.pipeline)
+            work = dist.broadcast(key, src=self.groups.first_rank, group=self.groups.pipeline,
+                                  async_op=self.is_first_stage())
+            if self.is_first_stage():
+                self._key_sent = work
+                self._key_buffer = key  # the send reads it until wait()
+                return microbatches.shape_key(first_micro)
         return int(key.item())
 
     def _build_schedule(self, count: int, with_loss: bool) -> Any:
@@ -227,12 +242,13 @@ class PipelineEngine(Engine):
             return list(self._micro_losses)
         return [torch.zeros((), device=self.device) for _ in range(count)]
 
-    def _batch_loss(self, broadcast: bool = True) -> torch.Tensor:
-        """The mean over micro-batches on the last stage, averaged over its replicas, sent to every stage."""
+    def _batch_loss(self, broadcast: bool = True, averaged: bool = True) -> torch.Tensor:
+        """The mean over micro-batches on the last stage, averaged over its replicas, sent to every stage.
+        Not averaged: this replica's mean; not broadcast: zero on the other stages."""
         loss = torch.zeros((), device=self.device)
         if self.is_last_stage():
             loss = torch.stack(self._micro_losses).mean()
-            if self.groups.data is not None:
+            if averaged and self.groups.data is not None:
                 dist.all_reduce(loss, group=self.groups.data)
                 loss /= len(self.groups.data_ranks)
         return self._share(loss) if broadcast else loss
@@ -245,13 +261,22 @@ class PipelineEngine(Engine):
 
     def _global_norm(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """The L2 norm of the whole model's gradients: every stage's (tied weights counted once), over all ranks.
-        Replicas of a stage hold the same averaged gradients unless ZeRO-1 split them into disjoint rows."""
+        Replicas of a stage hold the same averaged gradients unless ZeRO-1 split them into disjoint rows.
+
+        The same all-reduce sums the batch loss: the last stage's replicas each add theirs divided by the replica
+        count (every other rank adds zero), so every rank ends with the mean, as a broadcast would give it."""
         squares = self._squares([_local(g) for master, g in pairs if id(master) not in self._norm_skips])
         if self.world_size > 1:
-            dist.all_reduce(squares)
+            both = torch.stack([squares, self._loss_share.to(squares.dtype)])
+            dist.all_reduce(both)
+            squares, self._loss_share = both[0], both[1]
             if not self.strategy.sharded:
-                squares /= self.data_placement.world_size
+                squares = squares / self.data_placement.world_size
         return squares.sqrt()
+
+    def _reported_loss(self) -> torch.Tensor:
+        """Every rank already holds the batch's mean loss: no all-reduce for the monitors."""
+        return self._losses[0] if self._losses else torch.zeros((), device=self.device)
 
 
 def _epochs(loader: Any) -> Iterator[Any]:

@@ -321,11 +321,7 @@ class Engine(nn.Module):
         breakdown = self._timers.take_step()
         if not printing and not self._monitoring:
             return
-        # Every rank takes part in the mean (same steps, same config), even though only rank 0 reports it.
-        loss = torch.stack(self._losses).float().mean() if self._losses else torch.zeros((), device=self.device)
-        if self.world_size > 1:
-            dist.all_reduce(loss)
-            loss /= self.world_size
+        loss = self._reported_loss()
         if self.global_rank != 0:
             if printing:
                 self._timers.report()
@@ -342,6 +338,15 @@ class Engine(nn.Module):
             self.monitor.log(stats)
         if printing:
             self._print_progress(stats)
+
+    def _reported_loss(self) -> torch.Tensor:
+        """The step's loss as the monitors and progress lines show it: the mean over micro-batches and ranks."""
+        # Every rank takes part in the mean (same steps, same config), even though only rank 0 reports it.
+        loss = torch.stack(self._losses).float().mean() if self._losses else torch.zeros((), device=self.device)
+        if self.world_size > 1:
+            dist.all_reduce(loss)
+            loss /= self.world_size
+        return loss
 
     def _print_progress(self, stats: StepStats) -> None:
         lrs = ",".join(f"{lr:.3e}" for lr in self.get_lr())

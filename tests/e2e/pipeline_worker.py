@@ -1,7 +1,8 @@
 """Under dsrun: a layer list trained as a PipelineModule, checked at every step against the same layers trained as one
 plain module on the whole global batch in this process (same seeds, same batches, same optimizer and clipping).
 
-Arguments: stages, then options: tied, zero1, bf16, fp16, gpipe, overflow, gas=N, steps=N.
+Arguments: stages, then options: tied, zero1, bf16, fp16, gpipe, overflow, gas=N, steps=N, csv=DIR (csv_monitor
+writes to DIR/pipe).
 Each rank prints `PIPE <rank> <json>`: its losses' largest difference from the reference, its stage's weights'
 largest difference at the end, its parameter count, and (tied) its copy of the tied weight's difference.
 """
@@ -104,6 +105,8 @@ def config() -> dict:
         cfg["fp16"] = {"enabled": True, "initial_scale_power": 8}
     if "gpipe" in OPTIONS:
         cfg["pipeline"] = {"schedule": "GPipe"}
+    if "csv" in SETTINGS:
+        cfg["csv_monitor"] = {"enabled": True, "output_path": SETTINGS["csv"], "job_name": "pipe"}
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""ZeRO stage 0: every rank holds everything; gradients are averaged once per accumulation cycle (FlatGrads)."""
+"""ZeRO stage 0: every rank holds everything; gradients are averaged once per accumulation cycle (FlatGrads; LocalGrads
+when no other rank shares them)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dsrun.runtime.strategies.base import (
 )
 from dsrun.runtime.strategies.experts import split_experts
 from dsrun.runtime.strategies.flat_grads import FlatGrads
+from dsrun.runtime.strategies.local_grads import LocalGrads
 
 
 class Replicated(Strategy):
@@ -32,11 +34,16 @@ class Replicated(Strategy):
         self.module = model
         names = {p: name for name, p in model.named_parameters()}
         # One flat buffer set for the dense parameters (averaged over all ranks), one per expert group: summed over
-        # the expert's copies and divided by the whole world (the reduction's `world`), see experts.py.
-        self.grad_sets = [FlatGrads(dense, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused,
-                                    ctx.group)]
-        self.grad_sets += [FlatGrads(group.params, names, ctx.reduction, ctx.reduce_bucket_elements,
-                                     ctx.allow_unused, group.data_group) for group in experts]
+        # the expert's copies and divided by the whole world (the reduction's `world`), see experts.py. With no
+        # other replica there is nothing to average: autograd's own gradients (experts too: ep_size is 1 then).
+        self.grad_sets: list[FlatGrads | LocalGrads]
+        if ctx.reduction.world == 1:
+            self.grad_sets = [LocalGrads(self.params, names, ctx.allow_unused)]
+        else:
+            self.grad_sets = [FlatGrads(dense, names, ctx.reduction, ctx.reduce_bucket_elements, ctx.allow_unused,
+                                        ctx.group)]
+            self.grad_sets += [FlatGrads(group.params, names, ctx.reduction, ctx.reduce_bucket_elements,
+                                         ctx.allow_unused, group.data_group) for group in experts]
         self.experts = experts
         # Half-precision modules get fp32 master copies; fp32 modules are stepped directly.
         separate = ctx.precision.master_weights
