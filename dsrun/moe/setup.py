@@ -1,6 +1,6 @@
 """What `dsrun.initialize()` does for a model with MoE layers: their process groups, made on every rank in module
-order (group creation is collective), the combinations the engine cannot train right yet refused in one line, and
-the checkpoint names that key each expert by its global index."""
+order (group creation is collective), what the engine cannot train right refused in one line (experts spread over
+ranks in a pipeline), and the checkpoint names that key each expert by its global index."""
 
 from __future__ import annotations
 
@@ -15,19 +15,14 @@ from dsrun.runtime.strategies.experts import expert_parameter_ids
 
 
 def prepare_experts(model: nn.Module, cfg: RunConfig, pipelined: bool) -> None:
-    layers = [module for module in model.modules() if isinstance(module, MoE)]
-    if not layers:
-        return
+    if pipelined and expert_parameter_ids(model):
+        # The pipeline's strategies average every parameter over a stage's replicas: experts spread over ranks
+        # would be averaged with other experts, a silently wrong model.
+        raise UsageError("MoE layers with ep_size > 1 cannot be pipeline stages in this version: set ep_size to 1"
+                         " in a pipeline, or train without one")
     if dist.is_initialized():
-        for layer in layers:
+        for layer in [module for module in model.modules() if isinstance(module, MoE)]:
             layer.set_deepspeed_parallelism(cfg.use_data_before_expert_parallelism)
-    if expert_parameter_ids(model) and (cfg.zero.stage > 0 or pipelined):
-        where = "in a pipeline" if pipelined else f"at ZeRO stage {cfg.zero.stage}"
-        # Averaging experts over their own group is built for stage 0's gradients only; elsewhere the experts would
-        # be sharded or averaged over ranks holding other experts: a silently wrong model.
-        raise UsageError(f"MoE layers with ep_size > 1 train at ZeRO stage 0 without a pipeline in this version, not"
-                         f" {where}: set zero_optimization.stage to 0, or ep_size to 1")
-
 
 def expert_checkpoint_names(model: nn.Module) -> dict[nn.Parameter, str]:
     """Each parameter's checkpoint name: its own, an expert's under its global expert index."""

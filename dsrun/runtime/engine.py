@@ -237,13 +237,18 @@ class Engine(nn.Module):
                                " \"optimizer\" section to the config")
 
     def _global_norm(self, pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """L2 norm over every rank's gradients: shards are disjoint, so squares add up across ranks. Experts spread
-        over ranks (MoE, ep_size > 1) count once each: their squares add up over their expert-parallel group."""
+        """L2 norm over every rank's gradients. Sharded stages hold disjoint pieces, experts included (their rows
+        are spread over their expert-data-parallel group, the groups over the expert-parallel ranks): the squares
+        add up over all ranks. Replicated, each rank holds all dense gradients, and experts spread over ranks
+        (MoE, ep_size > 1) count once each: their squares add up over their expert-parallel group."""
+        if self.strategy.sharded:
+            squares = self._squares([_local(g) for _, g in pairs])
+            if self.world_size > 1:
+                dist.all_reduce(squares)
+            return squares.sqrt()
         expert_groups = {id(self.strategy.masters[param]): group.parallel_group
                          for group in self.strategy.experts for param in group.params}
         squares = self._squares([_local(g) for master, g in pairs if id(master) not in expert_groups])
-        if self.strategy.sharded and self.world_size > 1:
-            dist.all_reduce(squares)
         for group in self.strategy.experts:
             ids = {id(self.strategy.masters[param]) for param in group.params}
             expert_squares = self._squares([_local(g) for master, g in pairs if id(master) in ids])

@@ -75,5 +75,7 @@ def materialize_sharded(model: nn.Module, device: torch.device) -> None:
                 shard.to_local().copy_(mine.to_local())
                 module._parameters[name] = cast(nn.Parameter, shard)  # the very parameter FSDP2 registered
             if dist.is_initialized() and dist.get_world_size() > 1:
+                # From the first rank of the ranks sharing the module's parameters: all, or an MoE expert's copies.
+                group = next(iter(shards.values())).device_mesh.get_group() if shards else None
                 for buffer in module.buffers(recurse=False):
-                    dist.broadcast(buffer, src=0)
+                    dist.broadcast(buffer, group=group, group_src=0)

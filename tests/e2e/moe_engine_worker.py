@@ -3,7 +3,13 @@ of the 4 experts) against the same model at ep_size 1 in this process, fed every
 mean of the ranks' losses, so the reference averages its per-rank losses. Clipping is on, so the global norm must
 count each expert once. Then a checkpoint saved at ep_size 2 is loaded into an ep_size 1 model of this process.
 
-Arguments: `train DIR` or `refuse` (ZeRO stage 1 with ep_size 2: one line, exit 2).
+Arguments:
+  `train DIR STAGE`: ZeRO stage 0-3 (AdamW, whose state each stage keeps its own way: replicated, rows of experts
+      spread over their expert-data-parallel group, FSDP2 shards) on 2 ranks (each expert on one rank) or 4 (each
+      expert on two: its copies share its rows at stages 1-3). Saves the checkpoint in DIR/ckpt and the reference
+      model and optimizer in DIR/reference.pt.
+  `reload DIR STAGE EP`: after `train DIR`, at ep_size EP, any world size and stage: load DIR/ckpt, train STEPS more
+      steps against the reference loaded from DIR/reference.pt.
 Each rank prints `MOEENGINE <rank> <json>`: its losses' and its weights' largest differences from the reference.
 """
 
@@ -46,21 +52,28 @@ def batch(step: int, rank: int):
     return torch.randn(TOKENS, WIDTH, generator=g), torch.randn(TOKENS, 1, generator=g)
 
 
-def main() -> None:
-    dsrun.init_distributed()
-    rank, world = dist.get_rank(), dist.get_world_size()
-    model = Net(ep_size=2)
+def engine_for(ep_size: int, stage: int):
+    model = Net(ep_size=ep_size)
     config = {"train_micro_batch_size_per_gpu": TOKENS, "gradient_clipping": 0.05,
-              "optimizer": {"type": "SGD", "params": {"lr": 0.1}},
-              "zero_optimization": {"stage": 1 if sys.argv[1] == "refuse" else 0}}
+              "optimizer": {"type": "AdamW", "params": {"lr": 0.01}},
+              "zero_optimization": {"stage": stage}}
     groups = split_params_into_different_moe_groups_for_optimizer(
         [{"params": list(model.parameters()), "name": "parameters"}])
+    experts = [p for p in model.parameters() if getattr(p, "group_name", "ep_size_1") != "ep_size_1"]
     engine, _, _, _ = dsrun.initialize(model=model, model_parameters=groups, config=config)
+    return model, engine, experts
 
+
+def reference_and_optimizer():
     reference = Net(ep_size=1, rank=0, world_size=1)  # all 4 experts, no communication
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    return reference, torch.optim.AdamW(reference.parameters(), lr=0.01, weight_decay=0.0)  # dsrun's AdamW default
+
+
+def train_both(engine, reference, optimizer, steps: range) -> float:
+    """Train the engine on this rank's batches and the reference on every rank's; the largest loss difference."""
+    rank, world = dist.get_rank(), dist.get_world_size()
     loss_diff = 0.0
-    for step in range(STEPS):
+    for step in steps:
         x, y = batch(step, rank)
         loss = loss_of(engine, x, y)
         engine.backward(loss)
@@ -71,30 +84,68 @@ def main() -> None:
         torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
         optimizer.step()
         loss_diff = max(loss_diff, abs(loss.item() - per_rank[rank].item()))
+    return loss_diff
 
-    mine = dict(model.named_parameters())
+
+def weight_diff(model, reference) -> float:
     theirs = dict(reference.named_parameters())
     slots = "moe.deepspeed_moe.experts.deepspeed_experts."
-    weight_diff = 0.0
-    for name, param in mine.items():
+    diff = 0.0
+    for name, param in model.named_parameters():
         if name.startswith(slots):  # this rank's slot j holds global expert ep_rank * 2 + j
             slot, rest = name[len(slots):].split(".", 1)
             name = f"{slots}{model.moe.expert_global_ids[int(slot)]}.{rest}"
-        weight_diff = max(weight_diff, (param.detach() - theirs[name].detach()).abs().max().item())
+        whole = param.full_tensor() if hasattr(param, "full_tensor") else param  # stage 3: FSDP2's DTensor
+        diff = max(diff, (whole.detach() - theirs[name].detach()).abs().max().item())
+    return diff
 
-    engine.save_checkpoint(sys.argv[2])
+
+def train(out: Path, stage: int) -> dict:
+    model, engine, experts = engine_for(2, stage)
+    reference, optimizer = reference_and_optimizer()
+    loss_diff = train_both(engine, reference, optimizer, range(STEPS))
+
+    # Optimizer state of this rank's experts against their size: 1/2 when two ranks share their rows (4 ranks).
+    masters = [engine.strategy.masters[p] for p in experts]
+    state = sum(engine.optimizer.state[m]["exp_avg"].to_local().numel() if hasattr(m, "to_local")
+                else engine.optimizer.state[m]["exp_avg"].numel() for m in masters)
+    state_share = state / sum(p.numel() for p in experts)
+
+    engine.save_checkpoint(out / "ckpt")
     dist.barrier()
     from dsrun.runtime.checkpoint.consolidate import consolidate
 
     load_diff = None
-    if rank == 0:  # every expert, under its global index, loads into the ep_size 1 model
-        consolidate(Path(sys.argv[2]), Path(sys.argv[2]) / "weights.pt")
+    if dist.get_rank() == 0:  # every expert, under its global index, loads into the ep_size 1 model
+        torch.save({"model": reference.state_dict(), "optimizer": optimizer.state_dict()}, out / "reference.pt")
+        consolidate(out / "ckpt", out / "weights.pt")
         fresh = Net(ep_size=1, rank=0, world_size=1)
-        fresh.load_state_dict(torch.load(f"{sys.argv[2]}/weights.pt")["module"])
+        fresh.load_state_dict(torch.load(out / "weights.pt")["module"])
         load_diff = max((a - b).abs().max().item() for a, b in zip(fresh.parameters(), reference.parameters(),
                                                                    strict=True))
-    print(f"MOEENGINE {rank} {json.dumps({'loss_diff': loss_diff, 'weight_diff': weight_diff, 'load': load_diff})}",
-          flush=True)
+    return {"loss_diff": loss_diff, "weight_diff": weight_diff(model, reference), "load": load_diff,
+            "state_share": state_share}
+
+
+def reload(out: Path, stage: int, ep_size: int) -> dict:
+    model, engine, _ = engine_for(ep_size, stage)
+    engine.load_checkpoint(out / "ckpt")
+    reference, optimizer = reference_and_optimizer()
+    saved = torch.load(out / "reference.pt")
+    reference.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    loaded_diff = weight_diff(model, reference)
+    # The next steps also need the optimizer state of every expert, wherever this layout put it.
+    loss_diff = train_both(engine, reference, optimizer, range(STEPS, STEPS + 2))
+    return {"loaded_diff": loaded_diff, "loss_diff": loss_diff, "weight_diff": weight_diff(model, reference),
+            "global_steps": engine.global_steps}
+
+
+def main() -> None:
+    dsrun.init_distributed()
+    out, stage = Path(sys.argv[2]), int(sys.argv[3])
+    numbers = train(out, stage) if sys.argv[1] == "train" else reload(out, stage, int(sys.argv[4]))
+    print(f"MOEENGINE {dist.get_rank()} {json.dumps(numbers)}", flush=True)
 
 
 if __name__ == "__main__":

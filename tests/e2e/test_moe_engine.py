@@ -1,5 +1,5 @@
 """MoE through the engine: ep_size 2 on 2 ranks trains like the same model with all experts in one process (clipping
-counts each expert once), its checkpoint keys experts by global index, and what it cannot do yet is refused."""
+counts each expert once) at every ZeRO stage, and its checkpoint keys experts by global index."""
 
 import subprocess
 import sys
@@ -14,21 +14,39 @@ pytestmark = pytest.mark.e2e
 WORKER = Path(__file__).parent / "moe_engine_worker.py"
 
 
-def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", str(WORKER), *args],
-                          capture_output=True, text=True, timeout=300)
+def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(ranks), "--no_local_rank", str(WORKER),
+                           *args], capture_output=True, text=True, timeout=300)
 
 
-def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path):
-    result = launch("train", str(tmp_path / "ckpt"))
+@pytest.mark.parametrize(("ranks", "stage"), [(2, 0), (2, 1), (4, 1), (4, 2), (2, 3), (4, 3)])
+def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path, ranks, stage):
+    """ep_size 2: on 2 ranks each expert lives on one rank; on 4, each on two, which share its rows at stages 1-2."""
+    result = launch(ranks, "train", str(tmp_path), str(stage))
     assert result.returncode == 0, result.stderr[-3000:]
     found = marked_by_rank(result.stdout, "MOEENGINE")
+    assert sorted(found) == list(range(ranks))
     for rank, numbers in found.items():
         assert numbers["loss_diff"] <= 1e-6 and numbers["weight_diff"] <= 1e-6, (rank, numbers)
     assert found[0]["load"] <= 1e-6  # consolidated at ep_size 2, loaded into the ep_size 1 model
+    expected_share = 0.5 if ranks == 4 and stage > 0 else 1.0  # an expert's Adam state, over its copies
+    assert {numbers["state_share"] for numbers in found.values()} == {expected_share}
 
 
-def test_zero_stage_1_with_expert_parallelism_is_refused():
-    result = launch("refuse", "unused")
-    assert result.returncode == 2
-    assert "MoE layers with ep_size > 1 train at ZeRO stage 0" in result.stdout + result.stderr
+@pytest.mark.parametrize(("saved", "loaded"), [
+    pytest.param((2, 1), (4, 1, 4), id="ep2-z1-world2-to-ep4-z1-world4"),
+    pytest.param((4, 3), (2, 0, 1), id="ep2-z3-world4-to-ep1-z0-world2"),
+])  # fmt: skip
+def test_a_checkpoint_loads_at_another_expert_parallel_size(tmp_path, saved, loaded):
+    """Saved at ep_size 2, loaded at ep_size 4 (each rank one expert) and 1 (every rank all four), at other world
+    sizes and stages: the loaded weights are the saved ones, and the next steps (which need every expert's Adam
+    state) follow the reference."""
+    (ranks, stage), (new_ranks, new_stage, ep_size) = saved, loaded
+    assert launch(ranks, "train", str(tmp_path), str(stage)).returncode == 0
+    result = launch(new_ranks, "reload", str(tmp_path), str(new_stage), str(ep_size))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = marked_by_rank(result.stdout, "MOEENGINE")
+    assert sorted(found) == list(range(new_ranks))
+    for rank, numbers in found.items():
+        assert numbers["loaded_diff"] <= 1e-7 and numbers["global_steps"] == 4 + 2, (rank, numbers)
+        assert numbers["loss_diff"] <= 1e-6 and numbers["weight_diff"] <= 1e-6, (rank, numbers)

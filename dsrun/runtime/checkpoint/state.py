@@ -32,36 +32,44 @@ class StateMapper:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.strategy = engine.strategy
-        # Stages 1-2 over more than one replica (a pipeline stage with one replica holds whole rows).
-        self.row_sharded = hasattr(self.strategy, "rows") and engine.data_placement.world_size > 1
         self.names = {param: engine.param_names[param] for param in self.strategy.masters}
-        self._mesh = None
+        self._meshes: dict[int, Any] = {}
         self._scalars: list[tuple[torch.Tensor, torch.Tensor]] = []  # (full copy, live shard) of 0-d parameters
         self._local_entries: set[tuple[str, str]] | None = None
 
-    @property
-    def mesh(self):
-        if self._mesh is None:
+    def _spread(self, param: nn.Parameter) -> tuple[dist.ProcessGroup | None, int]:
+        """The process group `param`'s rows are spread over at stages 1-2 (None: the whole world) and its size; a
+        size of 1 means the rank holds whole rows. Dense parameters are spread over the engine's data-parallel
+        ranks (a pipeline stage's replicas), MoE experts over their expert-data-parallel group."""
+        group, world = self.strategy.shard_group(param)
+        return (group if group is not None else self.engine.data_group), world
+
+    def _row_sharded(self, param: nn.Parameter) -> bool:
+        return self._spread(param)[1] > 1
+
+    def _mesh(self, group: dist.ProcessGroup | None):
+        if id(group) not in self._meshes:
             from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 
-            placement, group = self.engine.placement, self.engine.data_group
+            device = self.engine.placement.device.type
             if group is None:
-                self._mesh = init_device_mesh(placement.device.type, (placement.world_size,))
-            else:  # the rows are spread over a pipeline stage's replicas only
-                self._mesh = DeviceMesh.from_group(group, placement.device.type)
-        return self._mesh
+                self._meshes[id(group)] = init_device_mesh(device, (dist.get_world_size(),))
+            else:
+                self._meshes[id(group)] = DeviceMesh.from_group(group, device)
+        return self._meshes[id(group)]
 
     def _global(self, param: nn.Parameter, local: torch.Tensor) -> torch.Tensor:
         """`local` (a master or a state tensor shaped like it) as a tensor of the parameter's global shape."""
-        if not self.row_sharded or local.dim() == 0 and param.dim() != 0:
+        group, world = self._spread(param)
+        if world == 1 or local.dim() == 0 and param.dim() != 0:
             return local  # replicated, or already a DTensor (FSDP2), or a per-parameter scalar such as Adam's step
         if param.dim() == 0:
-            # One row, owned by rank 0: share it as a plain replicated value.
+            # One row, owned by the group's first rank: share it as a plain replicated value.
             # On the process group's device: an offloaded (CPU) master cannot go through NCCL.
             device = self.engine.placement.device
             full = local.reshape(1).to(device, copy=True) if local.numel() else torch.zeros(1, dtype=local.dtype,
                                                                                              device=device)
-            dist.broadcast(full, group=self.engine.data_group, group_src=0)
+            dist.broadcast(full, group=group, group_src=0)
             self._scalars.append((full, local))
             return full.view(())
         from torch.distributed.tensor import DTensor, Shard
@@ -71,7 +79,7 @@ class StateMapper:
                                " element-wise: a sharded stage cannot checkpoint it")
         shape = param.shape
         stride = torch.empty(shape, device="meta").stride()
-        return DTensor.from_local(local, self.mesh, [Shard(0)], run_check=False, shape=shape, stride=stride)
+        return DTensor.from_local(local, self._mesh(group), [Shard(0)], run_check=False, shape=shape, stride=stride)
 
     def model_state(self, exclude_frozen: bool = False) -> dict[str, torch.Tensor]:
         """Trainable parameters as their masters, plus the module's other entries (buffers, frozen parameters:
@@ -80,7 +88,10 @@ class StateMapper:
         module = self.engine.module
         frozen = frozen_parameter_names(module)
         # Parameters go by their checkpoint names (a pipeline's differ from the module's own; see PipelineModule).
-        renamed = {name: self.engine.param_names.get(param, name) for name, param in module.named_parameters()}
+        # At stage 3 the module holds FSDP2's parameters, which stand for the originals the names are kept by.
+        original = {id(master): param for param, master in self.strategy.masters.items()}
+        renamed = {name: self.engine.param_names.get(original.get(id(param), param), name)
+                   for name, param in module.named_parameters()}
         others = {}
         for key, value in module.state_dict().items():
             name = renamed.get(key, key)
@@ -95,14 +106,15 @@ class StateMapper:
         an element-wise state, and ranks that classified one entry differently would save clashing pieces."""
         if self._local_entries is None:
             optimizer = self.engine.optimizer
+            sharded = {param for param in self.strategy.masters if self._row_sharded(param)}
             mine = sorted(
                 (self.names[param], key) for param, master in self.strategy.masters.items()
                 for key, value in optimizer.state.get(master, {}).items()
-                if self.row_sharded and isinstance(value, torch.Tensor) and value.dim() > 0
+                if param in sharded and isinstance(value, torch.Tensor) and value.dim() > 0
                 and value.shape != master.shape
             )
             everyone: list = [mine]
-            if self.row_sharded and dist.is_initialized() and dist.get_world_size() > 1:
+            if self.strategy.spreads_rows() and dist.is_initialized() and dist.get_world_size() > 1:
                 everyone = [None] * dist.get_world_size()
                 dist.all_gather_object(everyone, mine)
             self._local_entries = {tuple(entry) for entries in everyone for entry in entries}

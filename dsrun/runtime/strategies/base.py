@@ -70,6 +70,15 @@ class Strategy:
     def zero_grad(self) -> None:
         raise NotImplementedError
 
+    def shard_group(self, param: nn.Parameter) -> tuple[dist.ProcessGroup | None, int]:
+        """The ranks whose row shards make up `param` (None: the data-parallel ranks) and how many they are; 1: this
+        rank holds it whole (stage 0; or stage 3, where FSDP2 already holds it as a DTensor)."""
+        return None, 1
+
+    def spreads_rows(self) -> bool:
+        """Whether any parameter is split into row shards over ranks (the same answer on every rank)."""
+        return False
+
 
 # Set on a model ZeRO stage 3 sharded: its settings, which a later initialize() on the same model must match.
 STAGE3_SETTINGS = "_dsrun_stage3_settings"

@@ -14,31 +14,41 @@ from typing import cast
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, FSDPModule, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
 from dsrun.errors import UsageError
 from dsrun.runtime.materialize import is_meta
-from dsrun.runtime.strategies.base import STAGE3_SETTINGS, Strategy, StrategyContext, broadcast_from_rank0
+from dsrun.runtime.strategies.base import (
+    STAGE3_SETTINGS,
+    Strategy,
+    StrategyContext,
+    broadcast_from_rank0,
+    broadcast_tensor,
+)
+from dsrun.runtime.strategies.experts import ExpertGroup, split_experts
 
 
-def block_runs(model: nn.Module) -> list[list[nn.Module]]:
+def block_runs(model: nn.Module, apart: frozenset[int] = frozenset()) -> list[list[nn.Module]]:
     """The layers to shard apart from the root: the entries holding parameters of each outermost
     ModuleList/Sequential, one list per container, in order.
 
     Those are the layers every forward runs. Other submodules stay in the root unit: FSDP2 issues one
     reduce-scatter per unit that ran, so a submodule one rank skips (a branch) would pair up different collectives
     across ranks; inside one unit an unused parameter just contributes a zero gradient.
+    `apart`: ids of modules that are units of their own (MoE experts), neither blocks nor searched.
     """
     runs: list[list[nn.Module]] = []
 
     def take(container: nn.Module) -> None:
-        blocks = [b for b in container.children() if any(True for _ in b.parameters())]
+        blocks = [b for b in container.children() if id(b) not in apart and any(True for _ in b.parameters())]
         if blocks:
             runs.append(blocks)
 
     def visit(module: nn.Module) -> None:
         for child in module.children():
+            if id(child) in apart:
+                continue
             if isinstance(child, (nn.ModuleList, nn.Sequential)):
                 take(child)
             else:
@@ -75,6 +85,26 @@ def group_units(runs: list[list[nn.Module]], max_elements: int) -> list[list[nn.
     return units
 
 
+def expert_modules(model: nn.Module, experts: list[ExpertGroup]) -> list[tuple[nn.Module, ExpertGroup]]:
+    """The outermost modules holding only the experts of one expert group (an MoE layer's experts container):
+    each becomes an FSDP2 unit over that group's expert-data-parallel ranks, apart from the dense units."""
+    group_of = {id(p): group for group in experts for p in group.params}
+    found: list[tuple[nn.Module, ExpertGroup]] = []
+
+    def visit(module: nn.Module) -> None:
+        groups = {id(group_of.get(id(p))) for p in module.parameters()}
+        params = list(module.parameters())
+        if params and len(groups) == 1 and id(params[0]) in group_of:
+            found.append((module, group_of[id(params[0])]))
+            return
+        for child in module.children():
+            visit(child)
+
+    if experts:
+        visit(model)
+    return found
+
+
 def _grad_mark(param: torch.Tensor):
     """Identifies the state of a parameter's gradient: it changes when a backward writes or adds to it."""
     grad = param.grad
@@ -104,15 +134,27 @@ class FullySharded(Strategy):
         precision = ctx.precision
         settings = (placement.world_size, precision.param_dtype if precision.half else None, ctx.reduction.dtype,
                     ctx.offload_cpu, ctx.unit_elements)
-        units = group_units(block_runs(model), ctx.unit_elements)
+        _, self.experts = split_experts(originals)
+        expert_units = expert_modules(model, self.experts)
+        units = group_units(block_runs(model, frozenset(id(m) for m, _ in expert_units)), ctx.unit_elements)
         if isinstance(model, FSDPModule):
             _check_resharding(model, settings)  # a second initialize() on the same model: keep its shards
         else:
             if placement.world_size > 1 and not is_meta(model):  # a meta model gets rank 0's values as it is made
-                broadcast_from_rank0(model, ctx.placement.device)
+                broadcast_from_rank0(model, ctx.placement.device,
+                                     skip={id(p) for group in self.experts for p in group.params})
+                for expert_group in self.experts:  # each expert's copies start from its first copy's
+                    with torch.no_grad():
+                        for param in expert_group.params:
+                            broadcast_tensor(param, placement.device, expert_group.data_group, 0)
             mesh = init_device_mesh(placement.device.type, (placement.world_size,))
             mp_policy = MixedPrecisionPolicy(param_dtype=settings[1], reduce_dtype=ctx.reduction.dtype)
             offload = CPUOffloadPolicy(pin_memory=ctx.offload_pinned) if ctx.offload_cpu else OffloadPolicy()
+            # Experts first (fully_shard nests from the inside out): each shared by its copies only.
+            for module, expert_group in expert_units:
+                expert_mesh = DeviceMesh.from_group(expert_group.data_group, placement.device.type)
+                fully_shard(module, mesh=expert_mesh, reshard_after_forward=True, mp_policy=mp_policy,
+                            offload_policy=offload)
             for unit in units:
                 fully_shard(unit if len(unit) > 1 else unit[0], mesh=mesh, reshard_after_forward=True,
                             mp_policy=mp_policy, offload_policy=offload)
@@ -135,9 +177,17 @@ class FullySharded(Strategy):
         self.module = model
         self.device = placement.device
         self._grads_before: list = []
+        # FSDP2 averages an expert's gradient over its copies; the mean loss needs the sum over the copies divided
+        # by the whole world (experts.py): ep_size times smaller.
+        self._expert_scale = {id(p): dist.get_world_size(g.data_group) / placement.world_size
+                              for g in self.experts for p in g.params}
         sharded = dict(model.named_parameters())
         # fully_shard replaces each parameter by a DTensor one; the client's param groups name the old objects.
         self.masters = {p: sharded[names[id(p)]] for p in originals}
+        for original, master in self.masters.items():  # the MoE marks, for is_moe_param on the sharded parameters
+            for mark in ("allreduce", "group_name"):
+                if hasattr(original, mark):
+                    setattr(master, mark, getattr(original, mark))
 
     def _mark_ran(self, module: nn.Module, args) -> None:
         self._ran.add(id(module))
@@ -170,7 +220,17 @@ class FullySharded(Strategy):
             raise RuntimeError(f"ZeRO stage 3: ranks {problem}")
 
     def grad_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        return [(m, m.grad) for m in self.masters.values() if m.grad is not None]
+        """Called once per optimizer step, after the cycle's last backward (the engine's or the script's own):
+        where the experts' gradients get their scale, whichever backward ran."""
+        pairs = []
+        for param, master in self.masters.items():
+            if master.grad is None:
+                continue
+            scale = self._expert_scale.get(id(param))
+            if scale is not None and scale != 1.0:
+                master.grad.mul_(scale)
+            pairs.append((master, master.grad))
+        return pairs
 
     def zero_grad(self) -> None:
         for master in self.masters.values():
