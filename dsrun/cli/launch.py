@@ -110,6 +110,13 @@ def launch(
     shutdown_timeout: float = typer.Option(
         10.0, "--shutdown-timeout", "--shutdown_timeout", help="Seconds between SIGTERM and SIGKILL at teardown.",
         rich_help_panel=PROCESSES),
+    max_restarts: int = typer.Option(
+        0, "--max_restarts", "--max-restarts", help="When a rank fails, tear the world down and start it again, at "
+        "most N times (workers see DSRUN_RESTART_COUNT; checkpoint.auto_resume resumes them).",
+        rich_help_panel=PROCESSES),
+    restart_backoff: float = typer.Option(
+        1.0, "--restart-backoff", "--restart_backoff", help="Seconds before the first restart, doubling for each "
+        "next one (at most 60).", rich_help_panel=PROCESSES),
     launcher: str = typer.Option(
         "", "--launcher", help="How hosts are reached: [bold]ssh[/bold] (default with a hostfile) or "
         "[bold]slurm[/bold] (inside an allocation: one agent per node with srun).", rich_help_panel=MULTI_NODE,
@@ -140,6 +147,10 @@ def launch(
         raise UsageError("--json only works with --dry-run")
     if not 0 <= shutdown_timeout < float("inf"):  # also refuses nan
         raise UsageError(f"--shutdown-timeout must be a finite number of seconds, 0 or more, got {shutdown_timeout:g}")
+    if max_restarts < 0:
+        raise UsageError(f"--max_restarts must be 0 or more, got {max_restarts}")
+    if not 0 <= restart_backoff < float("inf"):
+        raise UsageError(f"--restart-backoff must be a finite number of seconds, 0 or more, got {restart_backoff:g}")
     if ssh_timeout <= 0:
         raise UsageError(f"--ssh-timeout must be more than 0 seconds, got {ssh_timeout:g}")
     # The planner's options are the command's own parameters, by name (`python` keeps its default: this interpreter).
@@ -157,19 +168,24 @@ def launch(
             render.print_plan(plan)
             render_remote.print_remote(plan)
         return
-    if plan.launcher == "ssh":
-        from dsrun.launcher.backends.ssh.run import run_ssh
+    from dsrun.launcher.plan.world import WorldPlan
+    from dsrun.launcher.restarts import run_with_restarts
 
-        code = run_ssh(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                       accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout)
-    elif plan.launcher == "slurm":
-        from dsrun.launcher.backends.slurm.run import run_slurm
+    def run(attempt: WorldPlan) -> int:
+        if attempt.launcher == "ssh":
+            from dsrun.launcher.backends.ssh.run import run_ssh
 
-        code = run_slurm(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
-    else:
+            return run_ssh(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
+                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout)
+        if attempt.launcher == "slurm":
+            from dsrun.launcher.backends.slurm.run import run_slurm
+
+            return run_slurm(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
         from dsrun.launcher.backends.local import run_local
 
-        code = run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+        return run_local(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+
+    code = run_with_restarts(plan, run, max_restarts, restart_backoff)
     raise typer.Exit(code)
 
 

@@ -125,6 +125,12 @@ class CheckpointConfig(Section):
     keep_last: int | None = key(integer(minimum=1), None)  # dsrun's own: how many tags to keep in the save directory
     # dsrun's own. Exact resume needs the saved random states; DeepSpeed leaves the generators alone (false).
     load_rng_state: bool = key(boolean, True)
+    # dsrun's own, for jobs that survive failures and preemption (README "Fault tolerance"): where the engine saves
+    # by itself, every save_interval optimizer steps and when SIGTERM asks it to stop; auto_resume loads the newest
+    # complete checkpoint there at initialize (a restarted or requeued job goes on where it stopped).
+    save_dir: str | None = key(string, None)
+    save_interval: int | None = key(integer(minimum=1), None)
+    auto_resume: bool = key(boolean, False)
 
     unacted: ClassVar[Mapping[str, Unacted]] = {
         "load_universal": Unacted(boolean, "dsrun's checkpoints (torch.distributed.checkpoint) load at any world"
@@ -133,3 +139,11 @@ class CheckpointConfig(Section):
                   use_node_local_storage=boolean, parallel_write={"pipeline_stage": strict_boolean},
                   checkpoint_serialization=anything, writer=_CHECKPOINT_WRITER),
     }
+
+    def settle(self, clean: Mapping[str, Any], notes: list[str]) -> CheckpointConfig:
+        if self.save_dir is None:
+            for name in ("save_interval", "auto_resume"):
+                if clean.get(name) not in (None, False):
+                    raise UsageError(f"checkpoint.{name} needs checkpoint.save_dir: the directory the engine saves"
+                                     " to and resumes from")
+        return self

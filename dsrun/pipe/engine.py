@@ -118,6 +118,7 @@ class PipelineEngine(Engine):
         self._after_update()
         self._losses = []
         self.agg_train_loss = loss
+        self._autosave.after_step(self)
         return loss
 
     def eval_batch(self, data_iter: Iterator[Any] | None, return_logits: bool = False, compute_loss: bool = True,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from dsrun.utils.repeating_loader import RepeatingLoader  # noqa: F401 - where deepspeed.runtime.dataloader has it
@@ -40,8 +41,14 @@ class DistributedLoader:
         self.sampler: DistributedSampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank,
                                                               shuffle=shuffle, seed=seed, drop_last=drop_last)
         self._resumable = _ResumableSampler(self.sampler)
+        # Each pass's iterator draws a base seed for worker processes. From torch's global generator that draw would
+        # shift every random number after it (dropout masks), and a resumed run, which starts a fresh pass at the
+        # checkpoint's step, would part from the uninterrupted one: so it comes from a generator of its own, seeded
+        # by the pass, the same in both.
+        self._seed = seed
+        self._worker_seeds = torch.Generator()
         self.loader = DataLoader(dataset, batch_size=batch_size, sampler=self._resumable, collate_fn=collate_fn,
-                                 drop_last=drop_last, pin_memory=pin_memory)
+                                 drop_last=drop_last, pin_memory=pin_memory, generator=self._worker_seeds)
         self.epoch = 0  # the epoch the next pass will use
         self._current = (0, 0)  # (epoch, batches handed out) of the pass in progress
         self._resume_at = 0  # samples of this rank's share to skip in the next pass
@@ -49,6 +56,7 @@ class DistributedLoader:
     def __iter__(self):
         epoch, skip = self.epoch, self._resume_at
         self.sampler.set_epoch(epoch)
+        self._worker_seeds.manual_seed(self._seed + epoch)
         self._resumable.skip = skip
         self.epoch, self._resume_at = epoch + 1, 0
         self._current = (epoch, skip // self.batch_size)

@@ -20,6 +20,7 @@ from dsrun.config.batch import BatchMath
 from dsrun.config.run_config import RunConfig
 from dsrun.console import say
 from dsrun.errors import exit_on_usage_error
+from dsrun.runtime.autosave import AutoSave
 from dsrun.runtime.distributed import Placement
 from dsrun.runtime.optim import ELEMENTWISE
 from dsrun.runtime.precision import Precision, cast_floating
@@ -90,6 +91,7 @@ class Engine(nn.Module):
         self._number = Engine._made
         self.monitor = monitor  # rank 0's recorder of StepStats (CSV, TensorBoard, wandb, summary), or None
         self._monitoring = monitoring  # the same on every rank: whether each step's loss is gathered for rank 0
+        self._autosave = AutoSave(self)  # checkpoint.save_dir: interval saves, the save on SIGTERM, auto_resume
 
     # -- DeepSpeed's accessors ----------------------------------------------------------------------------------
     @property
@@ -175,7 +177,8 @@ class Engine(nn.Module):
 
     def step(self) -> None:
         self._require_optimizer("step")
-        if self.is_gradient_accumulation_boundary():
+        boundary = self.is_gradient_accumulation_boundary()
+        if boundary:
             self._timers.start("step")
             if self._engine_backwards == 0:
                 self._catch_up()
@@ -188,6 +191,8 @@ class Engine(nn.Module):
             self._after_update()
             self._losses = []
         self.micro_steps += 1
+        if boundary:  # with the counters as a checkpoint must record them
+            self._autosave.after_step(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.strategy.zero_grad()

@@ -230,6 +230,7 @@ def _initialize(args, model, optimizer, model_parameters, training_data, lr_sche
     engine = pipe.engine(**engine_args) if pipe is not None else Engine(**engine_args)
     if cfg.dump_state and rank0:
         _dump_state(engine, cfg, strategy)
+    engine._autosave.resume(engine)  # checkpoint.auto_resume: before the script reads a step or a batch
     return engine, torch_optimizer, loader, scheduler
 
 

@@ -11,6 +11,7 @@ import queue
 import signal
 import time
 
+from dsrun.exit_codes import PREEMPTED
 from dsrun.launcher.backends.relay import Relay
 from dsrun.launcher.node.protocol import jobs_for
 from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL
@@ -33,6 +34,7 @@ class AgentJob:
         self.events: queue.Queue = queue.Queue()
         self.signal: int | None = None
         self._cut_off_at: float | None = None
+        self.done_codes: dict[int, int] = {}  # node rank -> the exit code its agent reported
 
     # -- what a backend provides ---------------------------------------------------------------------------------
     def start(self, jobs) -> None:
@@ -61,6 +63,8 @@ class AgentJob:
 
     # -- the loop ------------------------------------------------------------------------------------------------
     def on_event(self, source, event: dict) -> None:
+        if event["event"] == "done":
+            self.done_codes[int(event["node_rank"])] = int(event["code"])
         if event["event"] == "node":
             if not self.quiet:
                 self.relay.say(f"{event['host']}: ranks {event['ranks']} started; {event['interface']}")
@@ -113,7 +117,12 @@ class AgentJob:
                 signal.signal(sig, handler)
             self.close()
             self.relay.close()
-        return 128 + self.signal if self.signal is not None else self.exit_code()
+        if self.signal is None:
+            return self.exit_code()
+        nodes = len(self.plan.nodes)
+        if len(self.done_codes) == nodes and set(self.done_codes.values()) == {PREEMPTED}:
+            return PREEMPTED  # every rank saved a checkpoint and stopped (checkpoint.save_dir)
+        return 128 + self.signal
 
 
 def run_agents(plan: WorldPlan, relay: Relay, job: AgentJob, env: dict[str, str], *, where: str,

@@ -18,6 +18,7 @@ from typing import Any, Callable
 
 from dsrun.console import say
 from dsrun.errors import UsageError
+from dsrun.exit_codes import PREEMPTED
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
 from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, dump_stacks
@@ -42,6 +43,8 @@ def describe_exit(returncode: int) -> str:
         except ValueError:
             name = f"signal {-returncode}"
         return f"killed by {name} (exit code {128 - returncode})"
+    if returncode == PREEMPTED:
+        return f"exit code {returncode}: stopped on SIGTERM after saving a checkpoint"
     return f"exit code {returncode}"
 
 
@@ -238,6 +241,9 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self._signal is not None:
+            if self.codes and all(code == PREEMPTED for code in self.codes.values()):
+                # Every rank saved a checkpoint and stopped (checkpoint.save_dir): a clean, resumable end.
+                return Outcome(PREEMPTED, failure, self._signal, leftovers)
             return Outcome(128 + self._signal, failure, self._signal, leftovers)
         if failure is not None:
             return Outcome(exit_code_of(failure.returncode), failure, None, leftovers)
