@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from dsrun.console import say
 from dsrun.errors import UsageError
+from dsrun.runtime import heartbeat
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def init_distributed(
         dist.init_process_group(backend=backend, timeout=timeout, device_id=device if backend == "nccl" else None)
         atexit.register(_quiet_exit)
     _stack_on_request()
+    heartbeat.start()
     if dist.is_initialized():
         return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())
     return Placement(0, local_rank, 1, device, "none")
