@@ -1,0 +1,114 @@
+"""What dsrun says when a job hangs: a few lines naming which ranks are where, and every rank's full stack in a file.
+
+    hang (--hang-timeout 600): the ranks disagree on the step; rank 1 made no progress for 600 s
+      rank 1 at step 16 in main (train.py:40)
+      ranks 0,2-3 at step 17 in all_reduce <- engine.step <- train.py:42
+    full stacks of every rank: logs/hang-stacks-20260101-120000.txt
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from dsrun.launcher.hang.detect import Hang, HangDetector
+from dsrun.launcher.hang.stack_text import where
+from dsrun.launcher.node.progress import Steps
+from dsrun.launcher.node.stacks import RankStack
+from dsrun.launcher.node.supervisor import EXIT_HANG
+from dsrun.launcher.plan.render import span
+
+
+def _ranks(ranks: list[int]) -> str:
+    return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {span(sorted(ranks))}"
+
+
+def _step(step: int | None) -> str:
+    return "with no step reported" if step is None else f"at step {step}"
+
+
+def _place(stack: RankStack | None) -> str:
+    if stack is None:
+        return ": no stack (its node did not answer)"
+    phrase = where(stack.text) if stack.text else None
+    if phrase is not None:
+        return f" {phrase}"
+    return f": {stack.note}" if stack.note else f": no Python frame in its stack ({stack.how})"
+
+
+def headline(hang: Hang, timeout: float) -> str:
+    known = [step for step in hang.steps.values() if step is not None]
+    top = max(known, default=None)
+    if hang.disagree:
+        behind = [rank for rank in hang.stuck if hang.steps[rank] != top] or hang.stuck
+        return (f"hang (--hang-timeout {timeout:g}): the ranks disagree on the step; {_ranks(behind)} made no"
+                f" progress for {timeout:g} s")
+    if set(hang.stuck) >= set(hang.steps):
+        return f"hang (--hang-timeout {timeout:g}): no rank made progress for {timeout:g} s, all {_step(top)}"
+    return f"hang (--hang-timeout {timeout:g}): {_ranks(hang.stuck)} made no progress for {timeout:g} s"
+
+def summary(hang: Hang, stacks: dict[int, RankStack], timeout: float, hosts: dict[int, str] | None = None) -> list[str]:
+    """The headline, then one line per group of ranks at the same step and place (lowest step first).
+
+    `hosts` names each rank's host; give it only when the job spans several hosts.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for rank, step in sorted(hang.steps.items()):
+        host = f" on {hosts[rank]}" if hosts and rank in hosts else ""
+        groups.setdefault((step, host, _place(stacks.get(rank))), []).append(rank)
+    order = sorted(groups.items(), key=lambda item: (-1 if item[0][0] is None else item[0][0], item[1][0]))
+    lines = [headline(hang, timeout)]
+    lines.extend(f"  {_ranks(ranks)}{host} {_step(step)}{place}" for (step, host, place), ranks in order)
+    return lines
+
+
+def write_stacks(lines: list[str], hang: Hang, stacks: dict[int, RankStack], log_dir: Path | None,
+                 hosts: dict[int, str] | None = None) -> Path:
+    """The summary and every rank's full stack, in the log dir (or a new temporary dir); returns the file."""
+    directory = log_dir if log_dir is not None else Path(tempfile.mkdtemp(prefix="dsrun-hang-"))
+    path = directory / time.strftime("hang-stacks-%Y%m%d-%H%M%S.txt")
+    parts = [*lines, ""]
+    for rank, step in sorted(hang.steps.items()):
+        stack = stacks.get(rank)
+        host = f" on {hosts[rank]}" if hosts and rank in hosts else ""
+        how = f" (stack by {stack.how})" if stack is not None and stack.how else ""
+        parts.append(f"=== rank {rank}{host} {_step(step)}{how} ===")
+        if stack is None:
+            parts.append("no stack: its node did not answer")
+        else:
+            parts.append(stack.text or stack.note or "(empty)")
+        parts.append("")
+    path.write_text("\n".join(parts))
+    return path
+
+
+def report_hang(hang: Hang, stacks: dict[int, RankStack], timeout: float, log_dir: Path | None,
+                notify: Callable[[str], None], hosts: dict[int, str] | None = None) -> Path:
+    """Say where every rank is, write the full stacks, and say where they are and how the job ends."""
+    lines = summary(hang, stacks, timeout, hosts)
+    path = write_stacks(lines, hang, stacks, log_dir, hosts)
+    notify("\n".join([*lines, f"full stacks of every rank: {path}",
+                      f"stopping every rank; dsrun exits with code {EXIT_HANG}"]))
+    return path
+
+
+class LocalHangWatch:
+    """--hang-timeout when every rank runs under one supervisor: it decides, reports, and the supervisor stops."""
+
+    def __init__(self, timeout: float, log_dir: Path | None, notify: Callable[[str], None]):
+        self.timeout = timeout
+        self.log_dir = log_dir
+        self.notify = notify
+        self.detector = HangDetector(timeout)
+        self.hang: Hang | None = None
+
+    def tick(self, steps: Steps, now: float) -> bool:
+        self.detector.observe(steps, now)
+        self.hang = self.detector.check(now)
+        return self.hang is not None
+
+    def stacks(self, stacks: dict[int, RankStack]) -> None:
+        if self.hang is not None:
+            report_hang(self.hang, stacks, self.timeout, self.log_dir, self.notify)
