@@ -110,6 +110,12 @@ def launch(
     shutdown_timeout: float = typer.Option(
         10.0, "--shutdown-timeout", "--shutdown_timeout", help="Seconds between SIGTERM and SIGKILL at teardown.",
         rich_help_panel=PROCESSES),
+    hang_timeout: float | None = typer.Option(
+        None, "--hang-timeout", "--hang_timeout", metavar="SECONDS", help="Stop the job when a rank makes no "
+        "optimizer-step progress for SECONDS, or the ranks disagree on the step that long: print where each rank "
+        "is, write every rank's stack to the log dir, exit with code 124. Off by default; e.g. 600 (more than the "
+        "longest pause between optimizer steps: evaluation, checkpoint saves).", rich_help_panel=PROCESSES,
+        show_default=False),
     launcher: str = typer.Option(
         "", "--launcher", help="How hosts are reached: [bold]ssh[/bold] (default with a hostfile) or "
         "[bold]slurm[/bold] (inside an allocation: one agent per node with srun).", rich_help_panel=MULTI_NODE,
@@ -140,6 +146,8 @@ def launch(
         raise UsageError("--json only works with --dry-run")
     if not 0 <= shutdown_timeout < float("inf"):  # also refuses nan
         raise UsageError(f"--shutdown-timeout must be a finite number of seconds, 0 or more, got {shutdown_timeout:g}")
+    if hang_timeout is not None and not 0 < hang_timeout < float("inf"):
+        raise UsageError(f"--hang-timeout must be a finite number of seconds, more than 0, got {hang_timeout:g}")
     if ssh_timeout <= 0:
         raise UsageError(f"--ssh-timeout must be more than 0 seconds, got {ssh_timeout:g}")
     # The planner's options are the command's own parameters, by name (`python` keeps its default: this interpreter).
@@ -161,15 +169,17 @@ def launch(
         from dsrun.launcher.backends.ssh.run import run_ssh
 
         code = run_ssh(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                       accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout)
+                       accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout, hang_timeout=hang_timeout)
     elif plan.launcher == "slurm":
         from dsrun.launcher.backends.slurm.run import run_slurm
 
-        code = run_slurm(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+        code = run_slurm(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
+                         hang_timeout=hang_timeout)
     else:
         from dsrun.launcher.backends.local import run_local
 
-        code = run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+        code = run_local(plan, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
+                         hang_timeout=hang_timeout)
     raise typer.Exit(code)
 
 
