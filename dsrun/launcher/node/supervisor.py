@@ -23,7 +23,7 @@ from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
-from dsrun.launcher.node.progress import ProgressBoard, ProgressWatch
+from dsrun.launcher.node.progress import PROGRESS_ENV, ProgressBoard, ProgressWatch
 from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, collect_stacks, dump_stacks
 from dsrun.launcher.plan.world import RankPlan
 
@@ -159,7 +159,7 @@ class Supervisor:
             try:
                 self.procs[plan.rank] = subprocess.Popen(
                     plan.command,
-                    env={**self.base_env, **plan.env, **(self._board.env(plan.rank) if self._board else {})},
+                    env=self._env(plan),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
@@ -175,6 +175,14 @@ class Supervisor:
                 raise RuntimeError(f"rank {rank} was started without its output pipes")
             self.output.follow(rank, proc.stdout, 1)
             self.output.follow(rank, proc.stderr, 2)
+
+    def _env(self, plan: RankPlan) -> dict[str, str]:
+        env = {**self.base_env, **plan.env}
+        # A dsrun started inside a watched worker must not let its own workers write into that worker's slot.
+        env.pop(PROGRESS_ENV, None)
+        if self._board is not None:
+            env.update(self._board.env(plan.rank))
+        return env
 
     def _poll(self) -> Failure | None:
         first = None
