@@ -3,7 +3,7 @@
 Rules: each worker runs in its own process group; the first worker to exit non-zero ends the job (the others get
 SIGTERM, then SIGKILL after the grace period); SIGINT/SIGTERM/SIGHUP/SIGQUIT to the launcher are forwarded and end
 it the same way; whatever ends the job, every process it started is gone when `run()` returns. With a progress
-watch (--hang-timeout) each worker gets a progress file, read on every pass of the loop; when the watch says the job
+watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop; when the watch says the job
 hangs, every rank's stack is collected for it and the job is stopped like a failure, with exit code EXIT_HANG.
 """
 
@@ -165,6 +165,7 @@ class Supervisor:
                     stderr=subprocess.PIPE,
                     process_group=0,
                     preexec_fn=proctree.make_child_setup(me, plan.cores),
+                    pass_fds=self._board.pass_fds(plan.rank) if self._board is not None else (),
                 )
             except OSError as err:
                 raise UsageError(f"cannot start rank {plan.rank}: {plan.command[0]}: {err.strerror or err}") from None
