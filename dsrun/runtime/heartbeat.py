@@ -1,7 +1,8 @@
 """A worker's progress for its node's supervisor (--hang-timeout): the last optimizer step, after every step.
 
-`start()` (from init_distributed) maps the memory file the supervisor passed as descriptor DSRUN_PROGRESS_FD and
-reports step 0, "joined"; `report(step)` (from the engine, after every optimizer step) stores the step there.
+`start()` (from init_distributed, before the rendezvous) maps the memory file the supervisor passed as descriptor
+DSRUN_PROGRESS_FD and reports "at the rendezvous"; `joined()` (after it) reports step 0; `report(step)` (from the
+engine, after every optimizer step) stores the step there.
 Storing into a shared mapping costs well under a microsecond and no system call, so it is paid on every step; why
 the format and the transport are what they are is said in dsrun.launcher.node.progress. Without the variable (a
 run that was not started by dsrun with --hang-timeout) both do nothing. A script that never steps an engine still
@@ -13,7 +14,7 @@ from __future__ import annotations
 import mmap
 import os
 
-from dsrun.launcher.node.progress import MEMFD_NAME, PROGRESS_ENV, SLOT
+from dsrun.launcher.node.progress import JOINED, MEMFD_NAME, PROGRESS_ENV, RENDEZVOUS, SLOT
 
 _slot: mmap.mmap | None = None
 
@@ -37,7 +38,13 @@ def start() -> None:
     except (OSError, ValueError):
         return
     os.close(fd)  # the mapping keeps the memory; the descriptor would only be inherited by forked children
-    report(0)
+    report(RENDEZVOUS)
+
+
+def joined() -> None:
+    """Through the rendezvous; a later call (a second engine's initialize) leaves the step reported alone."""
+    if _slot is not None and SLOT.unpack_from(_slot)[0] == RENDEZVOUS:
+        report(JOINED)
 
 
 def report(step: int) -> None:

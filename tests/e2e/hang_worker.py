@@ -5,6 +5,8 @@
                                all-reduce: the ranks disagree on the step
     hang_worker.py collective  after step 3 rank 1 waits for a message rank 0 never sends, and rank 0 waits for
                                rank 1 in step 4's all-reduce: both at step 3, no one moves
+    hang_worker.py late        rank 1 stops in its own code before dsrun.initialize; rank 0 waits for it in the
+                               rendezvous
     hang_worker.py plain       never touches dsrun's runtime and sleeps a few seconds: alive, no step, no hang
 
 Every worker writes its pid to $PID_DIR/rank{RANK}.pid so the test can check that nothing outlives the launcher.
@@ -37,7 +39,9 @@ def train(mode: str) -> None:
     import dsrun
 
     config = {"train_micro_batch_size_per_gpu": 2, "optimizer": {"type": "SGD", "params": {"lr": 0.1}}}
-    engine, *_ = dsrun.initialize(model=nn.Linear(4, 1), config=config)
+    if mode == "late" and os.environ["RANK"] == "1":
+        stuck_in_my_own_code()
+    engine, *_ = dsrun.initialize(model=nn.Linear(4, 1), config=config)  # RENDEZVOUS
     rank = engine.global_rank
     for step in range(1, 1000):
         engine.backward(engine(torch.randn(2, 4)).pow(2).mean())  # BACKWARD

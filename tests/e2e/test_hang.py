@@ -1,5 +1,6 @@
-"""--hang-timeout on a real 2-rank job (tests/e2e/hang_worker.py): the report names each rank's step and line, the
-full stacks land in the log dir, dsrun exits with 124 and no worker is left; a script without steps is left alone."""
+"""--hang-timeout on a real 2-rank job (tests/e2e/hang_worker.py): the report names each rank's step and line (or
+the rank that never came to the rendezvous), the full stacks land in the log dir, dsrun exits with 124 and no
+worker is left; a script without steps is left alone."""
 
 import json
 import os
@@ -46,10 +47,15 @@ EXPECTED = {
     "collective": [r"no rank made progress for 2 s, all at step 3",
                    rf"  rank 0 {BACKWARD}",
                    rf"  rank 1 at step 3 in recv <- hang_worker\.py:{line_of('# HANG-COLLECTIVE')}"],
+    "late": [r"rank 1 never came to the rendezvous \(init_distributed\) in 2 s; the others wait there",
+             r"  rank 1 not at the rendezvous: no stack: its process does not take SIGUSR1 .*|"
+             r"  rank 1 not at the rendezvous in stuck_in_my_own_code",  # the second with py-spy installed
+             r"  rank 0 in the rendezvous in \S+ <- initialize\.initialize <- "
+             rf"hang_worker\.py:{line_of('# RENDEZVOUS')}"],
 }
 
 
-@pytest.mark.parametrize("mode", ["behind", "collective"])
+@pytest.mark.parametrize("mode", ["behind", "collective", "late"])
 def test_a_hang_is_reported_with_each_ranks_step_and_line_and_the_job_is_torn_down(mode, pid_dir, tmp_path):
     logs = tmp_path / "logs"
     result = dsrun(pid_dir, "--hang-timeout", "2", "--log-dir", str(logs), str(WORKER), mode)
@@ -60,8 +66,10 @@ def test_a_hang_is_reported_with_each_ranks_step_and_line_and_the_job_is_torn_do
     stacks = list(logs.glob("hang-stacks-*.txt"))
     assert len(stacks) == 1 and f"full stacks of every rank: {stacks[0]}" in report
     text = stacks[0].read_text()
-    assert "=== rank 0 at step 3 (stack by faulthandler) ===" in text and "=== rank 1 at step" in text
-    assert f'hang_worker.py", line {line_of("# BACKWARD")} in train' in text
+    assert "=== rank 0 " in text and "=== rank 1 " in text
+    if mode != "late":
+        assert "=== rank 0 at step 3 (stack by faulthandler) ===" in text
+        assert f'hang_worker.py", line {line_of("# BACKWARD")} in train' in text
     assert "Current thread" not in result.stdout + result.stderr[:result.stderr.index("dsrun: hang")], \
         "the stacks go to the report and its file, not to the console"
     assert "exits with code 124" in report

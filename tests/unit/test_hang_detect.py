@@ -1,6 +1,7 @@
 """--hang-timeout's decision, with a made-up clock: which ranks are stuck, and when the ranks disagree."""
 
 from dsrun.launcher.hang.detect import HangDetector
+from dsrun.launcher.node.progress import JOINED, RENDEZVOUS
 
 T = 10.0
 
@@ -46,12 +47,25 @@ def test_a_slow_first_step_is_not_a_hang_of_the_rank_that_finishes_it_later():
     assert hang is not None and hang.stuck == [0, 1] and hang.steps == {0: 1, 1: 0}
 
 
-def test_a_rank_that_never_reports_a_step_is_only_alive_and_never_stuck():
+def test_ranks_that_never_report_are_only_alive_and_never_stuck():
     watch = detector({0: None, 1: None})
     assert watch.check(1e6) is None
-    watch = detector({0: 4, 1: None})
-    hang = watch.check(T)
-    assert hang is not None and hang.stuck == [0] and hang.steps == {0: 4, 1: None} and not hang.disagree
+
+
+def test_a_rank_that_never_comes_to_the_rendezvous_is_stuck_from_when_the_first_rank_got_there():
+    watch = detector({0: None, 1: None})
+    watch.observe({0: RENDEZVOUS, 1: None}, 5.0)  # rank 1 still loading (or stuck) before init_distributed
+    assert watch.check(5.0 + T - 0.1) is None
+    hang = watch.check(5.0 + T)
+    assert hang is not None and 1 in hang.stuck and hang.steps == {0: RENDEZVOUS, 1: None}
+
+
+def test_no_rank_through_the_rendezvous_is_a_hang_but_loading_after_it_is_not():
+    watch = detector({0: RENDEZVOUS, 1: RENDEZVOUS})
+    assert watch.check(T) is not None
+    watch = detector({0: RENDEZVOUS, 1: RENDEZVOUS})
+    watch.observe({0: JOINED, 1: JOINED}, 1.0)
+    assert watch.check(1e6) is None
 
 
 def test_a_rank_that_ended_leaves_the_picture():

@@ -3,6 +3,7 @@
 from dsrun.launcher.hang.detect import Hang
 from dsrun.launcher.hang.report import summary, write_stacks
 from dsrun.launcher.hang.stack_text import where
+from dsrun.launcher.node.progress import RENDEZVOUS
 from dsrun.launcher.node.stacks import DUMP_LINE, RankStack
 
 SITE = "/venv/lib/python3.11/site-packages"
@@ -84,10 +85,10 @@ def test_summary_groups_ranks_by_step_and_place_and_names_the_ranks_behind():
 
 
 def test_summary_names_hosts_ranks_without_a_step_and_ranks_without_a_stack():
-    hang = Hang(steps={0: 5, 1: 5, 2: None}, stuck=[0, 1])
+    hang = Hang(steps={0: 5, 1: 5, 2: None}, stuck=[0, 1, 2])
     stacks = {0: RankStack(IN_ALL_REDUCE, "faulthandler"), 2: RankStack("", "", "no stack: py-spy is not installed")}
     lines = summary(hang, stacks, 30, hosts={0: "w0", 1: "w1", 2: "w1"})
-    assert lines[0] == "hang (--hang-timeout 30): ranks 0-1 made no progress for 30 s"
+    assert lines[0] == "hang (--hang-timeout 30): the ranks disagree on the step; rank 2 made no progress for 30 s"
     assert "  rank 0 on w0 at step 5 in all_reduce <- engine.step <- train.py:42" in lines
     assert "  rank 1 on w1 at step 5: no stack (its node did not answer)" in lines
     assert "  rank 2 on w1 with no step reported: no stack: py-spy is not installed" in lines
@@ -96,6 +97,21 @@ def test_summary_names_hosts_ranks_without_a_step_and_ranks_without_a_stack():
 def test_summary_when_every_rank_stopped_at_the_same_step():
     hang = Hang(steps={0: 5, 1: 5}, stuck=[0, 1])
     assert summary(hang, {}, 30)[0] == "hang (--hang-timeout 30): no rank made progress for 30 s, all at step 5"
+
+
+def test_summary_names_the_rank_that_never_came_to_the_rendezvous():
+    hang = Hang(steps={0: RENDEZVOUS, 1: None, 2: RENDEZVOUS}, stuck=[0, 1, 2])
+    stacks = {0: RankStack(IN_OWN_CODE, "faulthandler"), 2: RankStack(IN_OWN_CODE, "faulthandler"),
+              1: RankStack("", "", "no stack: py-spy is not installed")}
+    assert summary(hang, stacks, 30, hosts={0: "w0", 1: "w1", 2: "w1"}) == [
+        "hang (--hang-timeout 30): rank 1 never came to the rendezvous (init_distributed) in 30 s; the others wait"
+        " there",
+        "  rank 1 on w1 not at the rendezvous: no stack: py-spy is not installed",
+        "  rank 0 on w0 in the rendezvous in wait_forever (train.py:27)",
+        "  rank 2 on w1 in the rendezvous in wait_forever (train.py:27)",
+    ]
+    everyone = Hang(steps={0: RENDEZVOUS, 1: RENDEZVOUS}, stuck=[0, 1])
+    assert summary(everyone, {}, 30)[0] == "hang (--hang-timeout 30): no rank got through the rendezvous in 30 s"
 
 
 def test_the_stacks_file_holds_the_summary_and_every_ranks_full_stack(tmp_path):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from dsrun.launcher.node.progress import PROGRESS_ENV, SLOT, ProgressBoard, decode
+from dsrun.launcher.node.progress import JOINED, PROGRESS_ENV, RENDEZVOUS, SLOT, ProgressBoard, decode
 from dsrun.runtime import heartbeat
 
 
@@ -21,8 +21,11 @@ def test_steps_stored_by_the_worker_are_read_by_the_supervisor(board, monkeypatc
     assert board.read() == {0: None, 1: None}  # nothing reported yet
     monkeypatch.setenv(PROGRESS_ENV, str(os.dup(board.fds[1])))  # the worker's own copy, which start() closes
     heartbeat.start()
-    assert board.read() == {0: None, 1: 0}  # joined
+    assert board.read() == {0: None, 1: RENDEZVOUS}
+    heartbeat.joined()
+    assert board.read() == {0: None, 1: JOINED}
     heartbeat.report(17)
+    heartbeat.joined()  # a second engine's initialize: the step stays
     assert board.read() == {0: None, 1: 17}
 
 

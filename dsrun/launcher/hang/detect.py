@@ -3,18 +3,20 @@
 A rank is stuck when, for the timeout:
 - it stayed at a step while another rank was further (the ranks disagree: some at 17, one still at 16); the wait
   counts from when it fell behind, not from its own last step, so a rank that merely finishes a step later than
-  the others is not stuck;
-- or it made no progress after its first optimizer step (every rank at 17, none moving).
-Before anyone's first step (step 0: joined, model and data still loading) the job is never called hung, as start-up
-may take as long as it needs; a rank that reported no step at all (a script that does not use dsrun's engine) is
-only known to be alive and never counts. Ranks that ended leave the picture. Pure: no processes, no clock of its own.
+  the others is not stuck. A rank that reported nothing is behind every rank that did: the rank that never comes
+  to the rendezvous while the others wait there is named;
+- or it made no progress after its first optimizer step (every rank at 17, none moving), or in the rendezvous.
+Once every rank is through the rendezvous and before anyone's first step (JOINED: model and data loading) the job
+is never called hung, as start-up may take as long as it needs. When no rank reports anything (a script that does
+not use dsrun's runtime) each is only known to be alive. Ranks that ended leave the picture. Pure: no processes, no
+clock of its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dsrun.launcher.node.progress import Steps
+from dsrun.launcher.node.progress import JOINED, Steps
 
 LEAD_KEPT = 64  # when the leading step first reached each of its recent values; a lagging rank needs one of them
 
@@ -33,7 +35,7 @@ class Hang:
 
     @property
     def disagree(self) -> bool:
-        return len({step for step in self.steps.values() if step is not None}) > 1
+        return len(set(self.steps.values())) > 1  # a rank that reported nothing disagrees with one that did
 
 
 class HangDetector:
@@ -41,6 +43,7 @@ class HangDetector:
         self.timeout = timeout
         self._ranks: dict[int, _Rank] = {}
         self._lead: list[tuple[int, float]] = []  # (step, when the furthest rank first reached it), rising steps
+        self._first_report: float | None = None  # when some rank first reported anything
 
     def observe(self, steps: Steps, now: float) -> None:
         """The running ranks' steps as read at `now`; a rank missing from `steps` has ended."""
@@ -59,6 +62,8 @@ class HangDetector:
         top = self._top()
         if top is None:
             return
+        if self._first_report is None:
+            self._first_report = now
         if self._lead and top < self._lead[-1][0]:  # the leader ended, or steps started again (a new engine)
             self._lead = [entry for entry in self._lead if entry[0] <= top]
         if not self._lead or top > self._lead[-1][0]:
@@ -78,15 +83,16 @@ class HangDetector:
         if top is None:
             return None
         waited: dict[int, float] = {}
+        first_report = self._first_report if self._first_report is not None else now
         for rank, known in self._ranks.items():
             if known.step is None:
-                continue
-            if known.step < top:
+                start = max(known.since, first_report)
+            elif known.step < top:
                 start = max(known.since, self._fell_behind(known.step))
-            elif known.step >= 1:
+            elif known.step != JOINED:
                 start = known.since
             else:
-                continue  # everyone at step 0: start-up
+                continue  # everyone through the rendezvous, no one stepped yet: start-up
             if now - start >= self.timeout:
                 waited[rank] = now - start
         if not waited:

@@ -15,7 +15,7 @@ from typing import Callable
 
 from dsrun.launcher.hang.detect import Hang, HangDetector
 from dsrun.launcher.hang.stack_text import where
-from dsrun.launcher.node.progress import Steps
+from dsrun.launcher.node.progress import JOINED, RENDEZVOUS, Steps
 from dsrun.launcher.node.stacks import RankStack
 from dsrun.launcher.node.supervisor import EXIT_HANG
 from dsrun.launcher.plan.render import span
@@ -25,8 +25,12 @@ def _ranks(ranks: list[int]) -> str:
     return f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {span(sorted(ranks))}"
 
 
-def _step(step: int | None) -> str:
-    return "with no step reported" if step is None else f"at step {step}"
+def _step(step: int | None, rendezvous: bool = False) -> str:
+    if step is None:
+        return "not at the rendezvous" if rendezvous else "with no step reported"
+    if step == RENDEZVOUS:
+        return "in the rendezvous"
+    return "before its first step" if step == JOINED else f"at step {step}"
 
 
 def _place(stack: RankStack | None) -> str:
@@ -38,16 +42,25 @@ def _place(stack: RankStack | None) -> str:
     return f": {stack.note}" if stack.note else f": no Python frame in its stack ({stack.how})"
 
 
+def _top(hang: Hang) -> int | None:
+    return max((step for step in hang.steps.values() if step is not None), default=None)
+
+
 def headline(hang: Hang, timeout: float) -> str:
-    known = [step for step in hang.steps.values() if step is not None]
-    top = max(known, default=None)
+    top, said = _top(hang), f"hang (--hang-timeout {timeout:g})"
+    if top == RENDEZVOUS:
+        missing = [rank for rank, step in hang.steps.items() if step is None]
+        if missing:
+            return (f"{said}: {_ranks(missing)} never came to the rendezvous (init_distributed) in {timeout:g} s;"
+                    " the others wait there")
+        return f"{said}: no rank got through the rendezvous in {timeout:g} s"
     if hang.disagree:
         behind = [rank for rank in hang.stuck if hang.steps[rank] != top] or hang.stuck
-        return (f"hang (--hang-timeout {timeout:g}): the ranks disagree on the step; {_ranks(behind)} made no"
-                f" progress for {timeout:g} s")
+        return f"{said}: the ranks disagree on the step; {_ranks(behind)} made no progress for {timeout:g} s"
     if set(hang.stuck) >= set(hang.steps):
-        return f"hang (--hang-timeout {timeout:g}): no rank made progress for {timeout:g} s, all {_step(top)}"
-    return f"hang (--hang-timeout {timeout:g}): {_ranks(hang.stuck)} made no progress for {timeout:g} s"
+        return f"{said}: no rank made progress for {timeout:g} s, all {_step(top)}"
+    return f"{said}: {_ranks(hang.stuck)} made no progress for {timeout:g} s"
+
 
 def summary(hang: Hang, stacks: dict[int, RankStack], timeout: float, hosts: dict[int, str] | None = None) -> list[str]:
     """The headline, then one line per group of ranks at the same step and place (lowest step first).
@@ -58,9 +71,11 @@ def summary(hang: Hang, stacks: dict[int, RankStack], timeout: float, hosts: dic
     for rank, step in sorted(hang.steps.items()):
         host = f" on {hosts[rank]}" if hosts and rank in hosts else ""
         groups.setdefault((step, host, _place(stacks.get(rank))), []).append(rank)
-    order = sorted(groups.items(), key=lambda item: (-1 if item[0][0] is None else item[0][0], item[1][0]))
+    order = sorted(groups.items(), key=lambda item: (float("-inf") if item[0][0] is None else item[0][0], item[1][0]))
     lines = [headline(hang, timeout)]
-    lines.extend(f"  {_ranks(ranks)}{host} {_step(step)}{place}" for (step, host, place), ranks in order)
+    rendezvous = _top(hang) == RENDEZVOUS
+    lines.extend(f"  {_ranks(ranks)}{host} {_step(step, rendezvous)}{place}"
+                 for (step, host, place), ranks in order)
     return lines
 
 

@@ -24,7 +24,10 @@ PROGRESS_ENV = "DSRUN_PROGRESS_FD"
 MEMFD_NAME = "dsrun-progress"  # the worker checks the descriptor it is given is one of ours
 SLOT = struct.Struct("<qq")  # step, ~step
 
-# A rank that reported nothing (not through dsrun's runtime, or not yet initialised) has no step.
+# What a slot holds besides optimizer steps (1, 2, ...; an engine resumed from a checkpoint starts higher).
+RENDEZVOUS = -1  # in init_distributed, waiting for the other ranks
+JOINED = 0  # through the rendezvous, no optimizer step yet
+# A rank that reported nothing (not through dsrun's runtime, or not at the rendezvous yet) has no step.
 Steps = dict[int, int | None]
 
 
