@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dsrun.console import say
 from dsrun.errors import UsageError
-from dsrun.launcher.hang.report import LocalHangWatch
+from dsrun.launcher.hang.local import LocalHangWatch
 from dsrun.launcher.node.supervisor import Outcome, Supervisor, describe_exit
 from dsrun.launcher.plan.world import WorldPlan
 

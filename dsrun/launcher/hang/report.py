@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from dsrun.launcher.hang.detect import Hang, HangDetector
+from dsrun.launcher.hang.detect import Hang
 from dsrun.launcher.hang.stack_text import where
-from dsrun.launcher.node.progress import JOINED, RENDEZVOUS, Steps
+from dsrun.launcher.node.progress import JOINED, RENDEZVOUS
 from dsrun.launcher.node.stacks import RankStack
 from dsrun.launcher.node.supervisor import EXIT_HANG
 from dsrun.launcher.plan.render import span
@@ -108,22 +108,3 @@ def report_hang(hang: Hang, stacks: dict[int, RankStack], timeout: float, log_di
                       f"stopping every rank; dsrun exits with code {EXIT_HANG}"]))
     return path
 
-
-class LocalHangWatch:
-    """--hang-timeout when every rank runs under one supervisor: it decides, reports, and the supervisor stops."""
-
-    def __init__(self, timeout: float, log_dir: Path | None, notify: Callable[[str], None]):
-        self.timeout = timeout
-        self.log_dir = log_dir
-        self.notify = notify
-        self.detector = HangDetector(timeout)
-        self.hang: Hang | None = None
-
-    def tick(self, steps: Steps, now: float) -> bool:
-        self.detector.observe(steps, now)
-        self.hang = self.detector.check(now)
-        return self.hang is not None
-
-    def stacks(self, stacks: dict[int, RankStack]) -> None:
-        if self.hang is not None:
-            report_hang(self.hang, stacks, self.timeout, self.log_dir, self.notify)
