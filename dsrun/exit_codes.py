@@ -5,3 +5,5 @@ USAGE_ERROR = 2  # a mistake in the command, the config or the script's call: on
 # EX_TEMPFAIL from sysexits.h, "try again later": every rank stopped on SIGTERM after saving a checkpoint, and the
 # job resumes from it (checkpoint.auto_resume) when started again.
 PREEMPTED = 75
+# --hang-timeout stopped the job (as timeout(1) exits when its command timed out).
+HANG = 124

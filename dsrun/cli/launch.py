@@ -117,6 +117,12 @@ def launch(
     restart_backoff: float = typer.Option(
         1.0, "--restart-backoff", "--restart_backoff", help="Seconds before the first restart, doubling for each "
         "next one (at most 60).", rich_help_panel=PROCESSES),
+    hang_timeout: float | None = typer.Option(
+        None, "--hang-timeout", "--hang_timeout", metavar="SECONDS", help="Stop the job when a rank makes no "
+        "optimizer-step progress for SECONDS, or the ranks disagree on the step that long: print where each rank "
+        "is, write every rank's stack to the log dir, exit with code 124. Off by default; e.g. 600 (more than the "
+        "longest pause between optimizer steps: evaluation, checkpoint saves).", rich_help_panel=PROCESSES,
+        show_default=False),
     launcher: str = typer.Option(
         "", "--launcher", help="How hosts are reached: [bold]ssh[/bold] (default with a hostfile) or "
         "[bold]slurm[/bold] (inside an allocation: one agent per node with srun).", rich_help_panel=MULTI_NODE,
@@ -151,6 +157,8 @@ def launch(
         raise UsageError(f"--max_restarts must be 0 or more, got {max_restarts}")
     if not 0 <= restart_backoff < float("inf"):
         raise UsageError(f"--restart-backoff must be a finite number of seconds, 0 or more, got {restart_backoff:g}")
+    if hang_timeout is not None and not 0 < hang_timeout < float("inf"):
+        raise UsageError(f"--hang-timeout must be a finite number of seconds, more than 0, got {hang_timeout:g}")
     if ssh_timeout <= 0:
         raise UsageError(f"--ssh-timeout must be more than 0 seconds, got {ssh_timeout:g}")
     # The planner's options are the command's own parameters, by name (`python` keeps its default: this interpreter).
@@ -176,14 +184,16 @@ def launch(
             from dsrun.launcher.backends.ssh.run import run_ssh
 
             return run_ssh(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout)
+                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout, hang_timeout=hang_timeout)
         if attempt.launcher == "slurm":
             from dsrun.launcher.backends.slurm.run import run_slurm
 
-            return run_slurm(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+            return run_slurm(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
+                             hang_timeout=hang_timeout)
         from dsrun.launcher.backends.local import run_local
 
-        return run_local(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout)
+        return run_local(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
+                         hang_timeout=hang_timeout)
 
     code = run_with_restarts(plan, run, max_restarts, restart_backoff)
     raise typer.Exit(code)

@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from dsrun.console import say
 from dsrun.errors import UsageError
+from dsrun.runtime import heartbeat
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,15 @@ def init_distributed(
     device = _device(local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before the process group, so NCCL binds the right GPU
+    # Before the rendezvous: a rank waiting there for one that never comes can show its stack, and the launcher
+    # (--hang-timeout) sees which ranks arrived.
+    _stack_on_request()
+    heartbeat.start()
     if not dist.is_initialized() and dist_init_required is not False:
         backend = _backend(dist_backend, device)
         dist.init_process_group(backend=backend, timeout=timeout, device_id=device if backend == "nccl" else None)
         atexit.register(_quiet_exit)
-    _stack_on_request()
+    heartbeat.joined()
     if dist.is_initialized():
         return Placement(dist.get_rank(), local_rank, dist.get_world_size(), device, dist.get_backend())
     return Placement(0, local_rank, 1, device, "none")

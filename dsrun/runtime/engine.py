@@ -20,6 +20,7 @@ from dsrun.config.batch import BatchMath
 from dsrun.config.run_config import RunConfig
 from dsrun.console import say
 from dsrun.errors import exit_on_usage_error
+from dsrun.runtime import heartbeat
 from dsrun.runtime.autosave import AutoSave
 from dsrun.runtime.distributed import Placement
 from dsrun.runtime.optim import ELEMENTWISE
@@ -324,6 +325,7 @@ class Engine(nn.Module):
 
     def _after_update(self) -> None:
         """Progress line every steps_per_print steps; a StepStats row for the monitors every step."""
+        heartbeat.report(self.global_steps)  # for --hang-timeout: the node's supervisor sees this rank's step
         every = self.config.steps_per_print
         printing = every is not None and every > 0 and self.global_steps % every == 0
         now = time.perf_counter()

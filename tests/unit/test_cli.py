@@ -148,6 +148,8 @@ def test_default_deepspeed_hostfile_is_used_loudly(capsys, tmp_path, monkeypatch
         (["--device", "tpu", TRAIN], "--device must be one of"),
         (["--shutdown-timeout", "-1", TRAIN], "finite number of seconds, 0 or more"),
         (["--shutdown-timeout", "nan", TRAIN], "finite number of seconds"),
+        (["--hang-timeout", "0", TRAIN], "--hang-timeout must be a finite number of seconds, more than 0"),
+        (["--hang-timeout", "inf", TRAIN], "--hang-timeout must be a finite number of seconds"),
         (["--bind_core_list", "0-999", TRAIN], "cores this machine does not offer"),
         (["--config", str(REPO / "tests" / "unit" / "bad_stage.json"), TRAIN], "stage must be an integer from 0 to 3"),
         (["--bind_core_list", "3,1", TRAIN], "ascend"),

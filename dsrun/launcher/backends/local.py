@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dsrun.console import say
 from dsrun.errors import UsageError
+from dsrun.launcher.hang.local import LocalHangWatch
 from dsrun.launcher.node.supervisor import Outcome, Supervisor, describe_exit
 from dsrun.launcher.plan.world import WorldPlan
 
@@ -32,7 +33,8 @@ def _report(outcome: Outcome, supervisor: Supervisor) -> None:
     say("\n".join(lines))
 
 
-def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
+def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float,
+              hang_timeout: float | None = None) -> int:
     if log_dir is not None:
         prepare_log_dir(log_dir)
     if not quiet:
@@ -45,6 +47,7 @@ def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_ti
         shutdown_timeout=shutdown_timeout,
         console=not (quiet and log_dir is not None),
         log_dir=log_dir,
+        watch=LocalHangWatch(hang_timeout, log_dir, say) if hang_timeout is not None else None,
     )
     outcome = supervisor.run()
     _report(outcome, supervisor)

@@ -4,6 +4,8 @@ It says hello (pre-flight: python and dsrun work here, and a free port for the r
 stdin, points gloo/NCCL at the interface that routes to MASTER_ADDR, and runs the local Supervisor for its ranks.
 It keeps reading stdin while the job runs: a `{"signal": N}` line, or the end of input because the launcher or its
 connection went away, stops the job the way a signal to a local dsrun would. It exits with the job's exit code.
+With --hang-timeout it relays its ranks' steps and, when asked, their stacks: the launcher, which sees every node,
+decides whether the job hangs.
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import asdict
 
 import dsrun
 from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.launcher.node.host_cores import fit_to_host
 from dsrun.launcher.node.netif import socket_ifname_env
+from dsrun.launcher.node.progress import Steps
 from dsrun.launcher.node.protocol import PROTOCOL, LineReader, NodeJob, event_line, parse_jobs
-from dsrun.launcher.node.stacks import STACK_SIGNAL
+from dsrun.launcher.node.stacks import STACK_SIGNAL, RankStack
 from dsrun.launcher.node.supervisor import FORWARDED_SIGNALS, Supervisor
 from dsrun.launcher.plan.devices import usable_cores
 
@@ -41,9 +45,27 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _watch_launcher(reader: LineReader, grace: float) -> None:
+class RelayProgress:
+    """The agent's progress watch: it never decides (the launcher sees every node's ranks); it tells the launcher
+    its running ranks' steps whenever one changes, and sends the stacks it collected when asked."""
+
+    def __init__(self, node_rank: int):
+        self.node_rank = node_rank
+        self._sent: Steps | None = None
+
+    def tick(self, steps: Steps, now: float) -> bool:
+        if steps != self._sent:
+            self._sent = dict(steps)
+            _emit("progress", node_rank=self.node_rank, steps={str(rank): step for rank, step in steps.items()})
+        return False
+
+    def stacks(self, stacks: dict[int, RankStack]) -> None:
+        _emit("stacks", node_rank=self.node_rank, stacks={str(rank): asdict(stack) for rank, stack in stacks.items()})
+
+
+def _watch_launcher(reader: LineReader, grace: float, collect) -> None:
     """Turn the launcher's stop request (or its disappearance) into one signal; if the job outlives the grace
-    period, a second signal makes the supervisor kill what is left."""
+    period, a second signal makes the supervisor kill what is left. A collect request calls `collect()`."""
     import json
 
     while True:
@@ -52,8 +74,12 @@ def _watch_launcher(reader: LineReader, grace: float) -> None:
             signum = int(signal.SIGHUP)  # the launcher, or the connection to it, went away
             break
         try:
-            signum = int(json.loads(line)["signal"])
-        except (ValueError, KeyError, TypeError):
+            request = json.loads(line)
+            if request.get("collect") == "stacks":
+                collect()
+                continue
+            signum = int(request["signal"])
+        except (ValueError, KeyError, TypeError, AttributeError):
             continue
         if signum == STACK_SIGNAL:  # a stack request, not a stop: the supervisor dumps and the job goes on
             os.kill(os.getpid(), signum)
@@ -89,8 +115,10 @@ def run(job: NodeJob, reader: LineReader) -> int:
         base_env={**os.environ, **job.env, **ifname_env},
         label=lambda rank: f"{job.host} rank {rank}",
         notify=lambda message: say(message, host=job.host),
+        watch=RelayProgress(job.node_rank) if job.report_progress else None,
     )
-    threading.Thread(target=_watch_launcher, args=(reader, job.shutdown_timeout), daemon=True).start()
+    threading.Thread(target=_watch_launcher, args=(reader, job.shutdown_timeout, supervisor.request_stacks),
+                     daemon=True).start()
     outcome = supervisor.run()
     failure = outcome.failure
     failed = None

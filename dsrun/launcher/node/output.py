@@ -1,6 +1,7 @@
 """Worker output: read each pipe line by line, prefix it with its rank, copy it to the console and a log file.
 
 One lock guards the console and each line goes out in a single write, so two ranks' bytes never share a line.
+While a hang report collects stacks, the dump lines of the ranks it asked are kept for it instead of shown.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ import collections
 import os
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import IO, BinaryIO
+
+from dsrun.launcher.node.stacks import DUMP_LINE
 
 _COLOURS = (b"\x1b[36m", b"\x1b[33m", b"\x1b[35m", b"\x1b[32m", b"\x1b[34m", b"\x1b[31m")
 _RESET = b"\x1b[0m"
@@ -34,6 +38,8 @@ class OutputRouter:
             lambda: collections.deque(maxlen=TAIL_LINES)
         )
         self._colour = {1: _wants_colour(sys.stdout), 2: _wants_colour(sys.stderr)}
+        self._captured: dict[int, list[str]] = {}
+        self._last_captured = 0.0
 
     def open_log(self, rank: int) -> None:
         if self.log_dir is not None:
@@ -55,7 +61,10 @@ class OutputRouter:
                 if not line.endswith(b"\n"):
                     line += b"\n"
                 if fd == 2:
-                    self.tails[rank].append(line.decode("utf-8", "replace").rstrip("\n"))
+                    text = line.decode("utf-8", "replace").rstrip("\n")
+                    if self._keep_for_report(rank, text):
+                        continue
+                    self.tails[rank].append(text)
                 with self._lock:
                     if log is not None and not log.closed:
                         log.write(line)
@@ -63,6 +72,36 @@ class OutputRouter:
                     if self.console:
                         target.write(prefix + line)
                         target.flush()
+
+    # -- stacks for a hang report (dsrun.launcher.node.stacks.collect_stacks) ---------------------------------------
+    def capture(self, ranks: list[int]) -> None:
+        """From now on keep these ranks' dump lines (stderr) for the report, instead of showing and logging them."""
+        with self._lock:
+            self._captured = {rank: [] for rank in ranks}
+            self._last_captured = time.monotonic()
+
+    def captured(self) -> tuple[set[int], float]:
+        """The ranks whose dump has begun (a frame line arrived), and seconds since the last line kept."""
+        with self._lock:
+            begun = {rank for rank, lines in self._captured.items() if any(ln.startswith("  File") for ln in lines)}
+            return begun, time.monotonic() - self._last_captured
+
+    def take_captured(self) -> dict[int, list[str]]:
+        """The lines kept, per rank; from now on every line is shown again."""
+        with self._lock:
+            captured, self._captured = self._captured, {}
+            return captured
+
+    def _keep_for_report(self, rank: int, text: str) -> bool:
+        if not self._captured:  # the usual case, without taking the lock
+            return False
+        with self._lock:
+            lines = self._captured.get(rank)
+            if lines is None or not DUMP_LINE.match(text):
+                return False
+            lines.append(text)
+            self._last_captured = time.monotonic()
+            return True
 
     def close(self, timeout: float = 5.0) -> None:
         """Wait for the pipes to drain (they close once every process holding them is gone), then close logs."""

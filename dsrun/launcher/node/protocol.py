@@ -2,11 +2,14 @@
 
 Launcher → agent (the agent's stdin): one line `{"protocol": P, "jobs": [NodeJob, ...]}` (over SSH the one job of
 that host; under Slurm every node's, each agent takes its own), then optionally `{"signal": N}` lines asking it to
-stop the job with signal N. End of input means the launcher is gone: the agent stops the job.
+stop the job with signal N, and `{"collect": "stacks"}` (--hang-timeout found a hang) asking for every rank's stack
+as text. End of input means the launcher is gone: the agent stops the job.
 
 Agent → launcher (the agent's stderr, among the workers' prefixed lines): lines starting with EVENT_MARK followed by
-a JSON object: `hello` when the agent is up (pre-flight), `node` when its workers start, `done` when they ended.
-Worker lines always start with their `[host rank N]` label, so they cannot be taken for an event.
+a JSON object: `hello` when the agent is up (pre-flight), `node` when its workers start, `done` when they ended;
+with --hang-timeout also `progress` (the node's running ranks and their steps, each time one changes) and `stacks`
+(the answer to a collect request). Worker lines always start with their `[host rank N]` label, so they cannot be
+taken for an event.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 from dsrun.launcher.plan.world import RankPlan, WorldPlan
 
-PROTOCOL = 2  # 2: a SIGUSR1 line asks for every rank's stack and the job goes on
+PROTOCOL = 3  # 2: a SIGUSR1 line asks for every rank's stack; 3: progress and stacks events, collect requests
 EVENT_MARK = "@dsrun-event "
 
 
@@ -30,6 +33,7 @@ class NodeJob:
     master_addr: str  # the agent picks its socket interface by the route to it
     shutdown_timeout: float
     blocks_from_cores: bool = True  # when binding, the agent splits its host's cores into the ranks' blocks
+    report_progress: bool = False  # --hang-timeout: relay the ranks' steps and answer collect requests
 
     @classmethod
     def from_dict(cls, data: dict) -> NodeJob:
@@ -41,6 +45,7 @@ class NodeJob:
             master_addr=str(data["master_addr"]),
             shutdown_timeout=float(data["shutdown_timeout"]),
             blocks_from_cores=bool(data.get("blocks_from_cores", True)),
+            report_progress=bool(data.get("report_progress", False)),
         )
 
 
@@ -50,6 +55,10 @@ def jobs_line(jobs: list[NodeJob]) -> bytes:
 
 def signal_line(signum: int) -> bytes:
     return (json.dumps({"signal": int(signum)}) + "\n").encode()
+
+
+def collect_line() -> bytes:
+    return (json.dumps({"collect": "stacks"}) + "\n").encode()
 
 
 def parse_jobs(line: bytes) -> list[NodeJob]:
@@ -99,10 +108,11 @@ class LineReader:
         return line
 
 
-def jobs_for(plan: WorldPlan, env: dict[str, str], shutdown_timeout: float) -> list[NodeJob]:
+def jobs_for(plan: WorldPlan, env: dict[str, str], shutdown_timeout: float,
+             report_progress: bool = False) -> list[NodeJob]:
     """One job per node of the plan, each with the same shipped environment."""
     return [
         NodeJob(node.node_rank, node.host, plan.ranks_on(node.node_rank), env, plan.master_addr, shutdown_timeout,
-                plan.blocks_from_cores)
+                plan.blocks_from_cores, report_progress)
         for node in plan.nodes
     ]

@@ -2,7 +2,9 @@
 
 Rules: each worker runs in its own process group; the first worker to exit non-zero ends the job (the others get
 SIGTERM, then SIGKILL after the grace period); SIGINT/SIGTERM/SIGHUP/SIGQUIT to the launcher are forwarded and end
-it the same way; whatever ends the job, every process it started is gone when `run()` returns.
+it the same way; whatever ends the job, every process it started is gone when `run()` returns. With a progress
+watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop; when the watch says the job
+hangs, every rank's stack is collected for it and the job is stopped like a failure, with exit code EXIT_HANG.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import select
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -18,17 +21,19 @@ from typing import Any, Callable
 
 from dsrun.console import say
 from dsrun.errors import UsageError
-from dsrun.exit_codes import PREEMPTED
+from dsrun.exit_codes import HANG, PREEMPTED
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.output import OutputRouter
-from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, dump_stacks
+from dsrun.launcher.node.progress import PROGRESS_ENV, ProgressBoard, ProgressWatch
+from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, collect_stacks, dump_stacks
 from dsrun.launcher.plan.world import RankPlan
 
 # What signal.signal returns and takes back: a handler function, SIG_DFL/SIG_IGN, or None (set outside Python).
 Handler = Callable[[int, FrameType | None], Any] | int | signal.Handlers | None
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-REAP_SECONDS = 1.0  # how often a long job collects exit statuses of orphans re-parented to us
+REAP_SECONDS = 1.0  # how often a long job collects exit statuses of orphans re-parented to us (and reads progress)
+EXIT_HANG = HANG
 
 
 def exit_code_of(returncode: int) -> int:
@@ -61,6 +66,7 @@ class Outcome:
     failure: Failure | None  # the first worker that failed, if one did
     signal: int | None  # the signal that stopped the launcher, if one did
     leftovers: int  # processes still around after the workers ended, which we killed
+    hung: bool = False  # the progress watch found the job hanging and it was stopped
 
 
 class Supervisor:
@@ -74,6 +80,7 @@ class Supervisor:
         base_env: dict[str, str] | None = None,
         label=lambda rank: f"rank {rank}",
         notify=say,
+        watch: ProgressWatch | None = None,
     ):
         self.ranks = ranks
         self.shutdown_timeout = shutdown_timeout
@@ -86,6 +93,10 @@ class Supervisor:
         self._signal_count = 0
         self._stacks_asked = False
         self._pidfds: dict[int, int] = {}
+        self.watch = watch
+        self._board: ProgressBoard | None = None
+        self._collect_asked = False
+        self._hung = False
 
     # -- signals -------------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame) -> None:
@@ -97,6 +108,14 @@ class Supervisor:
 
     def _on_stack_signal(self, _signum: int, _frame) -> None:
         self._stacks_asked = True  # acted on in the main loop, not inside the handler
+
+    def request_stacks(self) -> None:
+        """From another thread (the agent's): collect every rank's stack for the watch; the job goes on."""
+        self._collect_asked = True
+        try:
+            os.write(self._wakeup_write, b"\0")  # wake the main loop now rather than after its next timeout
+        except (AttributeError, OSError):
+            pass  # not running yet, or already ended: the flag is seen on the next pass if there is one
 
     def _install_handlers(self) -> dict[int, Handler]:
         previous: dict[int, Handler] = {}
@@ -114,6 +133,8 @@ class Supervisor:
         for fd in (self._wakeup_read, self._wakeup_write, *self._pidfds.values()):
             os.close(fd)
         self._pidfds.clear()
+        if self._board is not None:
+            self._board.close()
 
     def _wait_for_news(self) -> None:
         """Sleep until a worker exits or a signal arrives (pidfds + the signal wakeup pipe), at most REAP_SECONDS.
@@ -134,17 +155,20 @@ class Supervisor:
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def _start(self) -> None:
         me = os.getpid()
+        if self.watch is not None:
+            self._board = ProgressBoard([plan.rank for plan in self.ranks])
         for plan in self.ranks:
             self.output.open_log(plan.rank)
             try:
                 self.procs[plan.rank] = subprocess.Popen(
                     plan.command,
-                    env={**self.base_env, **plan.env},
+                    env=self._env(plan),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     process_group=0,
                     preexec_fn=proctree.make_child_setup(me, plan.cores),
+                    pass_fds=self._board.pass_fds(plan.rank) if self._board is not None else (),
                 )
             except OSError as err:
                 raise UsageError(f"cannot start rank {plan.rank}: {plan.command[0]}: {err.strerror or err}") from None
@@ -155,6 +179,14 @@ class Supervisor:
                 raise RuntimeError(f"rank {rank} was started without its output pipes")
             self.output.follow(rank, proc.stdout, 1)
             self.output.follow(rank, proc.stderr, 2)
+
+    def _env(self, plan: RankPlan) -> dict[str, str]:
+        env = {**self.base_env, **plan.env}
+        # A dsrun started inside a watched worker must not let its own workers write into that worker's slot.
+        env.pop(PROGRESS_ENV, None)
+        if self._board is not None:
+            env.update(self._board.env(plan.rank))
+        return env
 
     def _poll(self) -> Failure | None:
         first = None
@@ -168,6 +200,22 @@ class Supervisor:
             if code != 0 and first is None:
                 first = Failure(plan.rank, plan.host, code)
         return first
+
+    def _collect_stacks(self) -> None:
+        if self.watch is not None:
+            self.watch.stacks(collect_stacks({rank: self.procs[rank].pid for rank in self._running()}, self.output))
+
+    def _hangs(self) -> bool:
+        """Read every running rank's progress and ask the watch; on a hang, collect the stacks for it."""
+        if self.watch is None or self._board is None:
+            return False
+        running = set(self._running())
+        steps = {rank: step for rank, step in self._board.read().items() if rank in running}
+        if not self.watch.tick(steps, time.monotonic()):
+            return False
+        self._hung = True
+        self._collect_stacks()
+        return True
 
     def _running(self) -> list[int]:
         return [rank for rank in self.procs if rank not in self.codes]
@@ -216,14 +264,19 @@ class Supervisor:
             self._start()
             while True:
                 failure = self._poll()
-                if failure or self._signal is not None or not self._running():
+                if failure or self._signal is not None or not self._running() or self._hangs():
                     break
                 if self._stacks_asked:
                     self._stacks_asked = False
                     self.notify(ANNOUNCE)
                     dump_stacks({rank: self.procs[rank].pid for rank in self._running()}, self.notify)
+                if self._collect_asked:
+                    self._collect_asked = False
+                    self._collect_stacks()
                 self._wait_for_news()
-            if failure is not None:
+            if self._hung:  # the watch has said why
+                self._teardown(signal.SIGTERM)
+            elif failure is not None:
                 others = len(self._running())
                 if others:
                     self.notify(f"rank {failure.rank} on {failure.host} failed ({describe_exit(failure.returncode)});"
@@ -240,6 +293,8 @@ class Supervisor:
             self._close_wakeup()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self._hung:
+            return Outcome(EXIT_HANG, None, None, leftovers, hung=True)
         if self._signal is not None:
             if self.codes and all(code == PREEMPTED for code in self.codes.values()):
                 # Every rank saved a checkpoint and stopped (checkpoint.save_dir): a clean, resumable end.

@@ -29,8 +29,9 @@ from dsrun.launcher.plan.world import WorldPlan
 class SlurmJob(AgentJob):
     nodes = "nodes"
 
-    def __init__(self, plan: WorldPlan, relay: Relay, shutdown_timeout: float, quiet: bool):
-        super().__init__(plan, relay, shutdown_timeout, quiet)
+    def __init__(self, plan: WorldPlan, relay: Relay, shutdown_timeout: float, quiet: bool,
+                 hang_timeout: float | None = None, log_dir: Path | None = None):
+        super().__init__(plan, relay, shutdown_timeout, quiet, hang_timeout, log_dir)
         self.done: dict[int, dict] = {}
         self.first_failure: dict | None = None
         self._srun: subprocess.Popen[bytes] | None = None
@@ -72,17 +73,23 @@ class SlurmJob(AgentJob):
         if kind == "exit":
             return True
         self.done[int(value["node_rank"])] = value
-        if value["code"] != 0 and self.first_failure is None and self.signal is None:
+        if value["code"] != 0 and self.first_failure is None and self.signal is None and self.hang is None:
             self.first_failure = value
             self.failed(self.plan.nodes[value["node_rank"]].host, "nodes")
         return False
 
     def signal_agents(self, signum: int) -> None:
+        self.tell_agents(signal_line(signum))
+
+    def tell_agents(self, line: bytes) -> None:
         # Every agent reads the same stdin: one line reaches all nodes.
         try:
-            self._write(signal_line(signum))
+            self._write(line)
         except OSError:
             pass  # srun is gone already
+
+    def running_nodes(self) -> set[int]:
+        return {node.node_rank for node in self.plan.nodes if node.node_rank not in self.done}
 
     def cut_off(self) -> None:
         self.srun.send_signal(signal.SIGKILL)
@@ -107,11 +114,12 @@ class SlurmJob(AgentJob):
         return 0
 
 
-def run_slurm(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float) -> int:
+def run_slurm(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float,
+              hang_timeout: float | None = None) -> int:
     if log_dir is not None:
         prepare_log_dir(log_dir)
     env, _ = remote_env(dict(os.environ), Path(plan.reach.cwd), Path(os.path.expanduser("~")))
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
-    job = SlurmJob(plan, relay, shutdown_timeout, quiet)
+    job = SlurmJob(plan, relay, shutdown_timeout, quiet, hang_timeout, log_dir)
     return run_agents(plan, relay, job, env, where=f"{len(plan.nodes)} Slurm node(s)",
                       shutdown_timeout=shutdown_timeout, quiet=quiet)

@@ -76,8 +76,8 @@ class SshJob(AgentJob):
     nodes = "hosts"
 
     def __init__(self, plan: WorldPlan, sessions: list[HostSession], relay: Relay, shutdown_timeout: float,
-                 quiet: bool):
-        super().__init__(plan, relay, shutdown_timeout, quiet)
+                 quiet: bool, hang_timeout: float | None = None, log_dir: Path | None = None):
+        super().__init__(plan, relay, shutdown_timeout, quiet, hang_timeout, log_dir)
         self.sessions = sessions
         self.running = set(sessions)
         self.failure: HostSession | None = None
@@ -92,7 +92,7 @@ class SshJob(AgentJob):
 
     def handle(self, kind: str, session: HostSession) -> bool:
         self.running.discard(session)
-        if session.exit_status != 0 and self.failure is None and self.signal is None:
+        if session.exit_status != 0 and self.failure is None and self.signal is None and self.hang is None:
             self.failure = session
             if self.running:
                 self.failed(session.host, f"{len(self.running)} host(s)")
@@ -101,6 +101,13 @@ class SshJob(AgentJob):
     def signal_agents(self, signum: int) -> None:
         for session in self.running:
             session.stop(signum)
+
+    def tell_agents(self, line: bytes) -> None:
+        for session in self.running:
+            session.send(line)
+
+    def running_nodes(self) -> set[int]:
+        return {session.node.node_rank for session in self.running}
 
     def cut_off(self) -> None:
         for session in self.running:
@@ -124,7 +131,7 @@ class SshJob(AgentJob):
 
 
 def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float, accept_new: bool,
-            ssh_timeout: float) -> int:
+            ssh_timeout: float, hang_timeout: float | None = None) -> int:
     if log_dir is not None:
         prepare_log_dir(log_dir)
     sessions = _sessions(plan, accept_new, ssh_timeout)
@@ -137,6 +144,6 @@ def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_time
             session.hang_up()
         raise
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
-    job = SshJob(plan, sessions, relay, shutdown_timeout, quiet)
+    job = SshJob(plan, sessions, relay, shutdown_timeout, quiet, hang_timeout, log_dir)
     return run_agents(plan, relay, job, env, where=f"{len(sessions)} host(s)", shutdown_timeout=shutdown_timeout,
                       quiet=quiet)

@@ -123,8 +123,12 @@ class HostSession:
         return self.channel
 
     def stop(self, signum: int) -> None:
+        self.send(signal_line(signum))
+
+    def send(self, line: bytes) -> None:
+        """One protocol line to the agent (a stop, a collect request)."""
         try:
-            self._open_channel().sendall(signal_line(signum))
+            self._open_channel().sendall(line)
         except (OSError, EOFError, paramiko.SSHException):
             pass  # the connection is already gone, and with it the agent's stdin: it is stopping by itself
 
