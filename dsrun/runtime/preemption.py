@@ -5,28 +5,28 @@
 A signal reaches the ranks at slightly different moments, so a rank that saw it cannot simply stop: a rank that did
 not would enter the next step's collectives alone and hang. After every optimizer step the ranks therefore agree on
 "anyone asked?" with one all-reduce of one number (measured: well under 1% of a step; see bench/README.md), and
-all stop at the same step. A second SIGTERM while the save runs ends the process at once, as a second Ctrl-C does.
+all stop at the same step. Further SIGTERMs change nothing; the launcher's SIGKILL after --shutdown-timeout ends a
+rank that cannot get there.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 
 import torch
 import torch.distributed as dist
 
+from dsrun.runtime.monitor.shutdown import CloseOnExit
+
 _asked = False
 _installed = False
 
 
 def _on_sigterm(signum: int, _frame) -> None:
+    # One request, however many copies arrive: under Slurm a worker gets SIGTERM from slurmstepd and again from
+    # dsrun's forwarding. What will not wait is ended by the launcher's SIGKILL after --shutdown-timeout.
     global _asked
-    if _asked:  # asked twice: stop now
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-        return
     _asked = True
 
 
@@ -38,7 +38,9 @@ def install() -> bool:
         return True
     if threading.current_thread() is not threading.main_thread():
         return False
-    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    current = signal.getsignal(signal.SIGTERM)
+    # The monitor's close-on-signal handler is dsrun's own and may go: a preempted run closes its monitor at exit.
+    if current != signal.SIG_DFL and not isinstance(getattr(current, "__self__", None), CloseOnExit):
         return False
     signal.signal(signal.SIGTERM, _on_sigterm)
     _installed = True

@@ -6,6 +6,7 @@ Arguments: SAVE_DIR OUT STEPS [fail_at=K] [slow]
   fail_at=K  rank 1 dies (exit 1) right after optimizer step K, in the first attempt only (DSRUN_RESTART_COUNT unset
              or 0), so a restart or a second launch goes on from the newest checkpoint
   slow       sleep 0.3 s per step, for tests that signal the job while it trains
+  csv=DIR    csv_monitor writes DIR/resume/training_metrics.csv
 Rank 0 saves the final weights to OUT and prints `RESUME {"steps": N}`.
 """
 
@@ -33,6 +34,8 @@ def main() -> None:
               "optimizer": {"type": "AdamW", "params": {"lr": 0.01}},
               "scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 5, "warmup_max_lr": 0.01}},
               "checkpoint": {"save_dir": SAVE_DIR, "save_interval": 2, "auto_resume": True}}
+    if "csv" in OPTIONS:
+        config["csv_monitor"] = {"enabled": True, "output_path": OPTIONS["csv"], "job_name": "resume"}
     engine, _, loader, _ = dsrun.initialize(model=model, model_parameters=model.parameters(), training_data=data,
                                             config=config)
     batches = iter(loader)  # after initialize: auto_resume has put the loader at the saved position

@@ -71,7 +71,9 @@ def test_restarts_give_up_after_max_restarts(tmp_path):
 
 
 def test_sigterm_saves_stops_with_75_and_the_next_start_resumes_exactly(tmp_path, uninterrupted):
-    job = subprocess.Popen(command(tmp_path / "ckpt", tmp_path / "weights.pt", "slow"), stdout=subprocess.PIPE,
+    # With csv_monitor on, whose own SIGTERM handler would close the run and let the signal kill the process.
+    job = subprocess.Popen(command(tmp_path / "ckpt", tmp_path / "weights.pt", "slow", f"csv={tmp_path}"),
+                           stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while not (tmp_path / "ckpt" / "latest").exists():  # the first interval save: training is under way
@@ -83,6 +85,8 @@ def test_sigterm_saves_stops_with_75_and_the_next_start_resumes_exactly(tmp_path
     assert "SIGTERM: stopped after step" in stderr
     stopped_at = int((tmp_path / "ckpt" / "latest").read_text().removeprefix("global_step"))
     assert 2 <= stopped_at < STEPS
+    rows = (tmp_path / "resume" / "training_metrics.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in rows] == list(range(1, stopped_at + 1))  # every step, closed at exit
     again = run(tmp_path / "ckpt", tmp_path / "weights.pt")
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"at step {stopped_at}" in again.stderr
