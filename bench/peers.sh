@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench-peers`: the train-step, memory and pipeline benchmarks with DeepSpeed beside dsrun.
+# `make bench-peers`: the train-step, memory, pipeline and MoE benchmarks with DeepSpeed beside dsrun.
 #
 # DeepSpeed goes into its own venv, bench/.venv-peers (git-ignored, no system site-packages), with the same torch
 # as the project's .venv and dsrun installed editable, so one worker process can run all three implementations.
@@ -44,4 +44,4 @@ for builder in (ShareMemCommBuilder(), FusedAdamBuilder()):
     builder.load(verbose=False)
 EOF
 
-exec "$PY" bench/run.py --only train-step train-step-bf16-sum memory pipeline "$@"
+exec "$PY" bench/run.py --only train-step train-step-bf16-sum memory pipeline moe "$@"

@@ -22,7 +22,6 @@ import faulthandler
 import gc
 import os
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch.distributed as dist  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
+from bench.interleaved import interleave  # noqa: E402
 from bench.pipeline_bench import (  # noqa: E402
     ACCUMULATION,
     BLOCKS,
@@ -241,16 +241,6 @@ class Runner:
         return state
 
 
-def timed_block(runner: Runner, count: int) -> tuple[float, float]:
-    """Wall seconds and this process's CPU seconds per train_batch (see train_worker.timed_block)."""
-    dist.barrier()  # both ranks start together, so one rank's wait for the other is not counted as its speed
-    start, cpu_start = time.perf_counter(), time.process_time()
-    runner.run(count)
-    cpu = time.process_time() - cpu_start
-    dist.barrier()
-    return (time.perf_counter() - start) / count, cpu / count
-
-
 def measure(args, batches: Batches, rank: int) -> dict:
     runners: dict[str, Runner] = {}
     errors: dict[str, str] = {}
@@ -264,28 +254,7 @@ def measure(args, batches: Batches, rank: int) -> dict:
             traceback.print_exc()
     for runner in runners.values():
         runner.run(args.warmup)  # the first batches build the stages' buffers and the optimizer state
-    names = list(runners)
-    times: dict[str, list[float]] = {name: [] for name in names}
-    cpu_times: dict[str, list[float]] = {name: [] for name in names}
-    orders = []
-    for rep in range(args.reps):
-        order = names[rep % len(names):] + names[: rep % len(names)]
-        orders.append(order)
-        # A repetition is several short rounds, each implementation in turn: a burst of other work on the machine
-        # (seconds long) then falls on all of them alike instead of on one implementation's whole block.
-        wall = {name: 0.0 for name in names}
-        cpu = {name: 0.0 for name in names}
-        for _ in range(args.rounds):
-            for name in order:
-                block_wall, block_cpu = timed_block(runners[name], args.batches_per_round)
-                wall[name] += block_wall / args.rounds
-                cpu[name] += block_cpu / args.rounds
-        for name in names:
-            times[name].append(wall[name])
-            cpu_times[name].append(cpu[name])
-        if rank == 0:
-            shown = ", ".join(f"{n} {times[n][-1]:.4f}" for n in names)
-            print(f"  pipeline rep {rep + 1}/{args.reps}: {shown} s/batch", file=sys.stderr, flush=True)
+    timed = interleave(runners, args.reps, args.rounds, args.batches_per_round, "pipeline", "s/batch", rank)
     layers = block_bytes()
     stages = {}
     for name, runner in runners.items():
@@ -296,9 +265,7 @@ def measure(args, batches: Batches, rank: int) -> dict:
                         "param_bytes": param_bytes(trainer.module), "stage_layer_bytes": sum(layers[start:stop]),
                         "model_state": state, "schedule": trainer.schedule_name}
     result = {
-        "times": times,
-        "cpu_times": cpu_times,
-        "orders": orders,
+        **timed,
         "losses": {name: [float(x) for x in r.losses] for name, r in runners.items()},
         "stages": stages,
         "model_bytes": sum(layers),

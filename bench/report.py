@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from bench.checkpoint_io import table as checkpoint_table
+from bench.moe_bench import table as moe_table
 from bench.pipeline_bench import table as pipeline_table
 from bench.plots import png_path
 from bench.report_training import memory_table, train_step_table
@@ -102,7 +103,7 @@ def plan_scale_table(result: dict) -> list[str]:
 
 TABLES = {"launch": launch_table, "plan-scale": plan_scale_table, "train-step": train_step_table,
           "train-step-bf16-sum": train_step_table, "memory": memory_table, "checkpoint": checkpoint_table,
-          "pipeline": pipeline_table}
+          "pipeline": pipeline_table, "moe": moe_table}
 
 
 def results_markdown(latest: dict[str, tuple[Path, dict]], readme_dir: Path) -> str:

@@ -19,7 +19,17 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import checkpoint_io, launch, memory, pipeline_bench, plan_scale, plots, report, train_step  # noqa: E402
+from bench import (  # noqa: E402
+    checkpoint_io,
+    launch,
+    memory,
+    moe_bench,
+    pipeline_bench,
+    plan_scale,
+    plots,
+    report,
+    train_step,
+)
 from bench.timing import BenchError  # noqa: E402
 
 # Each takes (reps, repo, quick). The training benchmarks shorten themselves under --quick; the launcher ones
@@ -32,6 +42,7 @@ BENCHMARKS = {
     plan_scale.NAME: lambda reps, repo, quick: plan_scale.run(reps, repo),
     checkpoint_io.NAME: checkpoint_io.run,
     pipeline_bench.NAME: pipeline_bench.run,
+    moe_bench.NAME: moe_bench.run,
 }
 DEFAULT_REPS = 7
 QUICK_REPS = 2
