@@ -69,11 +69,13 @@ class MoE(nn.Module):
         # the experts relabelled if the groups say otherwise, when the groups are made.
         self.ep_rank = rank % ep_size
         # The gate and the coefficient draw from the global generator in DeepSpeed's order (same seed, same
-        # weights); then one draw seeds the experts, whose own draws do not move the global generator.
+        # weights). The experts' seed is read from it without moving it, and their own draws do not move it
+        # either: the layers a script builds after this one get DeepSpeed's weights too.
         gate = TopKGate(hidden_size, num_experts, k, capacity_factor, eval_capacity_factor, min_capacity,
                         noisy_gate_policy, drop_tokens, use_rts, None, top2_2nd_expert_sampling)
         coefficient = nn.Linear(hidden_size, 2) if use_residual else None
-        layer_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
+        with torch.random.fork_rng(devices=[]):
+            layer_seed = int(torch.randint(0, 2**31 - 1, (), device="cpu").item())
         experts = Experts(expert, self.num_local_experts, self.expert_group_name,
                           first_global_id=self.ep_rank * self.num_local_experts, seed=layer_seed)
         self.deepspeed_moe = MOELayer(gate, experts, self.expert_group_name, ep_size, self.num_local_experts,

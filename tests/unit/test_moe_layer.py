@@ -155,6 +155,12 @@ def test_gate_and_coefficient_draw_what_deepspeeds_would():
     assert torch.equal(moe.deepspeed_moe.gate.wg.weight, gate.weight)
     assert torch.equal(moe.coefficient.weight, coefficient.weight) and torch.equal(moe.coefficient.bias,
                                                                                     coefficient.bias)
+    # And after the layer the global generator is where DeepSpeed leaves it: a layer built next gets its weights.
+    after = nn.Linear(WIDTH, 3)
+    torch.manual_seed(8)
+    expert_template()
+    nn.Linear(WIDTH, 4, bias=False), nn.Linear(WIDTH, 2)
+    assert torch.equal(after.weight, nn.Linear(WIDTH, 3).weight)
 
 
 def test_expert_parameters_carry_deepspeeds_marks():
