@@ -1,6 +1,7 @@
 """No leftovers on a host whose node agent is killed outright: dsrun over SSH on 2 namespace hosts, one rank each
 (tests/e2e/leftovers_worker.py: children in new sessions, with empty environments, grandchildren); SIGKILL to h2's
-agent leaves nothing of its rank's processes, and its watchdog ends too.
+agent leaves nothing of its rank's processes, and its watchdog ends too. The same for the agent of a Slurm step
+(this cluster's proctrack/linuxproc would leave the orphans in new sessions running).
 
 The remote agents must import this tree's dsrun (a git worktree's, not the installed one): --remote-python is a
 wrapper that sets PYTHONPATH."""
@@ -70,6 +71,36 @@ def test_an_agent_killed_outright_leaves_nothing_on_its_host(idle_cluster, tmp_p
         assert wait_until_gone([watchdog.pid]) == [], "h2's watchdog outlived the job"
         _, err = launcher.communicate(timeout=30)
         assert launcher.returncode != 0, err  # h2 was lost: the job failed, and h1 was stopped
+    finally:
+        launcher.kill()
+        launcher.communicate()
+        alive = kill_survivors(pids)
+        assert not alive, f"left behind: {alive}"
+
+
+def test_a_slurm_agent_killed_outright_leaves_nothing(slurm, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    launcher = subprocess.Popen(
+        ["salloc", "-N1", "-n2", sys.executable, "-m", "dsrun", "--launcher", "slurm", "--no_local_rank", WORKER],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**slurm.env(), "NO_COLOR": "1", "PID_DIR": str(pids)},  # the Slurm agent inherits dsrun's environment
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(recorded(pids)) < 2 * PIDS_PER_RANK:
+            assert launcher.poll() is None, launcher.communicate()[1]
+            assert time.monotonic() < deadline, f"only {len(recorded(pids))} processes started"
+            time.sleep(0.05)
+        agent = psutil.Process(int((pids / "rank0-worker.pid").read_text())).parent()
+        assert "dsrun.launcher.node" in agent.cmdline()
+        (watchdog,) = [p for p in agent.children() if "watchdog.py" in " ".join(p.cmdline())]
+        job = recorded(pids)
+        agent.kill()
+        assert wait_until_gone(job) == [], "processes of the job survived its Slurm agent's SIGKILL"
+        assert wait_until_gone([watchdog.pid]) == [], "the watchdog outlived the job"
+        _, err = launcher.communicate(timeout=60)
+        assert launcher.returncode != 0, err
     finally:
         launcher.kill()
         launcher.communicate()
