@@ -77,18 +77,22 @@ class Watchdog:
 
     def finish(self, timeout: float = 5.0) -> None:
         """At the supervisor's normal end: let the watchdog make its last check, and wait for it to exit."""
-        import subprocess
+        import select
 
         if self._write_end < 0:
             return
         self._send(DONE)
         os.close(self._write_end)
         self._write_end = -1
+        # Its pidfd wakes us the moment it exits; Popen.wait(timeout) polls with growing sleeps (~15 ms here).
+        pidfd = os.pidfd_open(self.proc.pid)
         try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+            exited, _, _ = select.select([pidfd], [], [], timeout)
+        finally:
+            os.close(pidfd)
+        if not exited:
             self.proc.kill()
-            self.proc.wait()
+        self.proc.wait()
 
 
 # -- which processes belong to the job ---------------------------------------------------------------------------
