@@ -33,11 +33,12 @@ def pid_dir(tmp_path):
 
 def start(pid_dir: Path) -> subprocess.Popen:
     """dsrun with its stderr in a file: a pipe would make waiting for dsrun wait for the watchdog as well (it
-    writes to dsrun's stderr), and hide whether dsrun waited for it."""
+    writes to dsrun's stderr), and hide whether dsrun waited for it. dsrun leads its own process group, as it
+    would in a shell: a terminal's Ctrl-C goes to that group."""
     env = {**os.environ, "PID_DIR": str(pid_dir), "NO_COLOR": "1"}
     with open(pid_dir.parent / "stderr.txt", "w") as stderr:
         return subprocess.Popen([sys.executable, "-m", "dsrun", "--num_gpus", "2", WORKER],
-                                stdout=subprocess.DEVNULL, stderr=stderr, env=env)
+                                stdout=subprocess.DEVNULL, stderr=stderr, env=env, process_group=0)
 
 
 def stderr_of(pid_dir: Path) -> str:
@@ -93,6 +94,21 @@ def test_normal_end_leaves_no_watchdog_behind(pid_dir):
         err = stderr_of(pid_dir)
         assert f"workers left {PIDS - 2} process(es) behind" in err
         assert "dsrun watchdog" not in err
+    finally:
+        launcher.kill()
+        launcher.wait()
+
+
+def test_ctrl_c_stops_the_job_but_never_reaches_the_watchdog(pid_dir):
+    launcher = start(pid_dir)
+    try:
+        pids, watchdog = wait_until_started(launcher, pid_dir)
+        os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the foreground process group
+        assert launcher.wait(timeout=30) == 128 + signal.SIGINT, stderr_of(pid_dir)
+        assert not running(watchdog) and not [pid for pid in pids if running(pid)]
+        # In dsrun's group, the watchdog would have died of the SIGINT (a KeyboardInterrupt) while the job was
+        # still being stopped, and been no guard while dsrun was.
+        assert "watchdog.py" not in stderr_of(pid_dir)
     finally:
         launcher.kill()
         launcher.wait()
