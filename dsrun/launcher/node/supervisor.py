@@ -4,9 +4,9 @@ Rules: each worker runs in its own process group; the first worker to exit non-z
 SIGTERM, then SIGKILL after the grace period); SIGINT/SIGTERM/SIGHUP/SIGQUIT to the launcher are forwarded and end
 it the same way; whatever ends the job, every process it started is gone when `run()` returns. If the supervisor
 itself is killed outright (SIGKILL), its watchdog (watchdog.py), started before any worker, kills what is left of
-the job. With a progress
-watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop; when the watch says the job
-hangs, every rank's stack is collected for it and the job is stopped like a failure, with exit code EXIT_HANG.
+the job. With a progress watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop;
+when the watch says the job hangs, every rank's stack is collected for it and the job is stopped like a failure,
+with exit code EXIT_HANG.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The job's watchdog: once its supervisor is gone, however it ended (SIGKILL included), nothing of the job survives.
 
-The supervisor starts it before any worker (`start`), in its own session so that signals meant for the job never
+The supervisor starts it (`Watchdog`) before any worker, in its own session so that signals meant for the job never
 reach it, with the read end of a pipe as its stdin; only the supervisor holds the write end. The supervisor writes
 each worker's process group there. When the pipe reaches EOF (the supervisor ended, normally or killed outright),
 the watchdog SIGKILLs every process of the job, looks again and again until none is left (a process may fork while
@@ -17,8 +17,8 @@ group whose parent was gone before the watchdog looked (a daemon that double-for
 The token is read from /proc/PID/environ, the environment a process was started with: a process that changes its
 own environment (os.environ.clear()) still carries it; only a new program started with another environment drops it.
 
-Only the standard library: the supervisor runs this file as `python -I -S watchdog.py`, which keeps its start to a
-few milliseconds and out of reach of the user's site-packages and PYTHON* variables.
+Only the standard library: the supervisor runs this file as `python -I -S watchdog.py`, which keeps its start short
+(no site-packages to scan) and out of reach of the user's site-packages and PYTHON* variables.
 """
 
 from __future__ import annotations
