@@ -2,9 +2,11 @@
 
 Rules: each worker runs in its own process group; the first worker to exit non-zero ends the job (the others get
 SIGTERM, then SIGKILL after the grace period); SIGINT/SIGTERM/SIGHUP/SIGQUIT to the launcher are forwarded and end
-it the same way; whatever ends the job, every process it started is gone when `run()` returns. With a progress
-watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop; when the watch says the job
-hangs, every rank's stack is collected for it and the job is stopped like a failure, with exit code EXIT_HANG.
+it the same way; whatever ends the job, every process it started is gone when `run()` returns. If the supervisor
+itself is killed outright (SIGKILL), its watchdog (watchdog.py), started before any worker, kills what is left of
+the job. With a progress watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop;
+when the watch says the job hangs, every rank's stack is collected for it and the job is stopped like a failure,
+with exit code EXIT_HANG.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any, Callable
 from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.exit_codes import HANG, PREEMPTED
-from dsrun.launcher.node import proctree
+from dsrun.launcher.node import proctree, watchdog
 from dsrun.launcher.node.output import OutputRouter
 from dsrun.launcher.node.progress import PROGRESS_ENV, ProgressBoard, ProgressWatch
 from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, collect_stacks, dump_stacks
@@ -97,6 +99,8 @@ class Supervisor:
         self._board: ProgressBoard | None = None
         self._collect_asked = False
         self._hung = False
+        self.token = watchdog.new_token()
+        self._watchdog: watchdog.Watchdog | None = None
 
     # -- signals -------------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame) -> None:
@@ -150,11 +154,29 @@ class Supervisor:
                         break
                 except BlockingIOError:
                     break
-        proctree.reap_orphans({p.pid for p in self.procs.values()})
+        proctree.reap_orphans(self._own_children())
 
     # -- lifecycle -----------------------------------------------------------------------------------------------
+    def _own_children(self) -> set[int]:
+        """The children we wait for ourselves (with Popen), not to be reaped as orphans."""
+        pids = {p.pid for p in self.procs.values()}
+        if self._watchdog is not None:
+            pids.add(self._watchdog.pid)
+        return pids
+
+    def _descendants(self) -> list:
+        """Every process of the job; the watchdog is not one (it must outlive the teardown, to exit on its own)."""
+        procs = proctree.descendants()
+        if self._watchdog is None:
+            return procs
+        return [proc for proc in procs if proc.pid != self._watchdog.pid]
+
     def _start(self) -> None:
         me = os.getpid()
+        try:
+            self._watchdog = watchdog.Watchdog(self.token)
+        except OSError as err:
+            raise UsageError(f"cannot start the job's watchdog: {err.strerror or err}") from None
         if self.watch is not None:
             self._board = ProgressBoard([plan.rank for plan in self.ranks])
         for plan in self.ranks:
@@ -172,6 +194,7 @@ class Supervisor:
                 )
             except OSError as err:
                 raise UsageError(f"cannot start rank {plan.rank}: {plan.command[0]}: {err.strerror or err}") from None
+            self._watchdog.record_group(self.procs[plan.rank].pid)  # a worker leads its own process group
             self._pidfds[plan.rank] = os.pidfd_open(self.procs[plan.rank].pid)
         # Threads start only after every fork: preexec_fn is unsafe once other threads exist.
         for rank, proc in self.procs.items():
@@ -184,6 +207,8 @@ class Supervisor:
         env = {**self.base_env, **plan.env}
         # A dsrun started inside a watched worker must not let its own workers write into that worker's slot.
         env.pop(PROGRESS_ENV, None)
+        # Every process the worker starts inherits the token: that is how the watchdog finds them.
+        env[watchdog.JOB_TOKEN_ENV] = watchdog.token_value(env.get(watchdog.JOB_TOKEN_ENV), self.token)
         if self._board is not None:
             env.update(self._board.env(plan.rank))
         return env
@@ -230,13 +255,13 @@ class Supervisor:
         proctree.signal_all(proctree.outside_groups(tree, groups), sig)
 
     def _kill_everything(self, sig: int) -> None:
-        self._signal_tree(proctree.descendants(), sig)
+        self._signal_tree(self._descendants(), sig)
 
     def _teardown(self, sig: int) -> None:
         """Signal every worker group and every descendant, wait out the grace period, then SIGKILL the rest."""
-        tree = proctree.descendants()
+        tree = self._descendants()
         self._signal_tree(tree, sig)
-        workers = {p.pid for p in self.procs.values()}
+        workers = self._own_children()
         left = proctree.wait_gone(tree, self.shutdown_timeout, workers, tick=self._poll)
         if left:
             name = signal.Signals(sig).name
@@ -249,11 +274,11 @@ class Supervisor:
 
     def _clean_leftovers(self) -> int:
         """Kill what the workers left running behind them (daemons, orphaned helpers)."""
-        left = proctree.alive(proctree.descendants())
+        left = proctree.alive(self._descendants())
         if left:
             self.notify(f"workers left {len(left)} process(es) behind; stopping them")
             self._teardown(signal.SIGTERM)
-        proctree.reap_orphans({p.pid for p in self.procs.values()})
+        proctree.reap_orphans(self._own_children())
         return len(left)
 
     def run(self) -> Outcome:
@@ -291,6 +316,8 @@ class Supervisor:
                 self._kill_everything(signal.SIGKILL)
             self.output.close()
             self._close_wakeup()
+            if self._watchdog is not None:
+                self._watchdog.finish()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
         if self._hung:
