@@ -10,6 +10,8 @@ Arguments:
       model and optimizer in DIR/reference.pt.
   `reload DIR STAGE EP`: after `train DIR`, at ep_size EP, any world size and stage: load DIR/ckpt, train STEPS more
       steps against the reference loaded from DIR/reference.pt.
+  Options after those: `gas=N` (N micro-batches per step, engine.step after each as DeepSpeed scripts do),
+  `bf16` / `fp16` (the reference stays fp32: compare with a looser bound).
 Each rank prints `MOEENGINE <rank> <json>`: its losses' and its weights' largest differences from the reference.
 """
 
@@ -26,6 +28,9 @@ from dsrun.moe.layer import MoE
 from dsrun.moe.utils import split_params_into_different_moe_groups_for_optimizer
 
 WIDTH, TOKENS, STEPS, EXPERTS = 6, 8, 4, 4
+OPTIONS = [arg for arg in sys.argv[1:] if arg in ("bf16", "fp16") or arg.startswith("gas=")]
+ARGS = [arg for arg in sys.argv[1:] if arg not in OPTIONS]
+GAS = int(next((o.split("=")[1] for o in OPTIONS if o.startswith("gas=")), 1))
 
 
 class Net(nn.Module):
@@ -54,9 +59,13 @@ def batch(step: int, rank: int):
 
 def engine_for(ep_size: int, stage: int):
     model = Net(ep_size=ep_size)
-    config = {"train_micro_batch_size_per_gpu": TOKENS, "gradient_clipping": 0.05,
-              "optimizer": {"type": "AdamW", "params": {"lr": 0.01}},
+    config = {"train_micro_batch_size_per_gpu": TOKENS, "gradient_accumulation_steps": GAS,
+              "gradient_clipping": 0.05, "optimizer": {"type": "AdamW", "params": {"lr": 0.01}},
               "zero_optimization": {"stage": stage}}
+    if "bf16" in OPTIONS:
+        config["bf16"] = {"enabled": True}
+    if "fp16" in OPTIONS:
+        config["fp16"] = {"enabled": True, "initial_scale_power": 8}
     groups = split_params_into_different_moe_groups_for_optimizer(
         [{"params": list(model.parameters()), "name": "parameters"}])
     experts = [p for p in model.parameters() if getattr(p, "group_name", "ep_size_1") != "ep_size_1"]
@@ -70,20 +79,23 @@ def reference_and_optimizer():
 
 
 def train_both(engine, reference, optimizer, steps: range) -> float:
-    """Train the engine on this rank's batches and the reference on every rank's; the largest loss difference."""
+    """Train the engine on this rank's batches and the reference on every rank's; the largest loss difference.
+    Step n's micro-batch m is batch(n * GAS + m, rank); the objective is the mean over ranks and micro-batches."""
     rank, world = dist.get_rank(), dist.get_world_size()
+    dtype = next(engine.module.parameters()).dtype
     loss_diff = 0.0
     for step in steps:
-        x, y = batch(step, rank)
-        loss = loss_of(engine, x, y)
-        engine.backward(loss)
-        engine.step()
         optimizer.zero_grad()
-        per_rank = [loss_of(reference, *batch(step, r)) for r in range(world)]
-        (sum(per_rank) / world).backward()
+        for micro in range(GAS):
+            x, y = batch(step * GAS + micro, rank)
+            loss = loss_of(engine, x.to(dtype), y.to(dtype))
+            engine.backward(loss)
+            engine.step()
+            per_rank = [loss_of(reference, *batch(step * GAS + micro, r)) for r in range(world)]
+            (sum(per_rank) / (world * GAS)).backward()
+            loss_diff = max(loss_diff, abs(loss.float().item() - per_rank[rank].item()))
         torch.nn.utils.clip_grad_norm_(reference.parameters(), 0.05)
         optimizer.step()
-        loss_diff = max(loss_diff, abs(loss.item() - per_rank[rank].item()))
     return loss_diff
 
 
@@ -96,7 +108,7 @@ def weight_diff(model, reference) -> float:
             slot, rest = name[len(slots):].split(".", 1)
             name = f"{slots}{model.moe.expert_global_ids[int(slot)]}.{rest}"
         whole = param.full_tensor() if hasattr(param, "full_tensor") else param  # stage 3: FSDP2's DTensor
-        diff = max(diff, (whole.detach() - theirs[name].detach()).abs().max().item())
+        diff = max(diff, (whole.detach().float() - theirs[name].detach()).abs().max().item())
     return diff
 
 
@@ -143,8 +155,8 @@ def reload(out: Path, stage: int, ep_size: int) -> dict:
 
 def main() -> None:
     dsrun.init_distributed()
-    out, stage = Path(sys.argv[2]), int(sys.argv[3])
-    numbers = train(out, stage) if sys.argv[1] == "train" else reload(out, stage, int(sys.argv[4]))
+    out, stage = Path(ARGS[1]), int(ARGS[2])
+    numbers = train(out, stage) if ARGS[0] == "train" else reload(out, stage, int(ARGS[3]))
     print(f"MOEENGINE {dist.get_rank()} {json.dumps(numbers)}", flush=True)
 
 

@@ -19,10 +19,13 @@ def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
                            *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize(("ranks", "stage"), [(2, 0), (2, 1), (4, 1), (4, 2), (2, 3), (4, 3)])
-def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path, ranks, stage):
-    """ep_size 2: on 2 ranks each expert lives on one rank; on 4, each on two, which share its rows at stages 1-2."""
-    result = launch(ranks, "train", str(tmp_path), str(stage))
+@pytest.mark.parametrize(("ranks", "stage", "options"), [
+    (2, 0, ()), (4, 1, ()), (4, 2, ("gas=2",)), (2, 3, ()), (4, 3, ()),
+])  # fmt: skip
+def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path, ranks, stage, options):
+    """ep_size 2: on 2 ranks each expert lives on one rank; on 4, each on two, which share its rows at stages 1-2
+    and its FSDP2 unit at stage 3. (2 ranks at stage 1 runs in the reload test.)"""
+    result = launch(ranks, "train", str(tmp_path), str(stage), *options)
     assert result.returncode == 0, result.stderr[-3000:]
     found = marked_by_rank(result.stdout, "MOEENGINE")
     assert sorted(found) == list(range(ranks))
@@ -31,6 +34,19 @@ def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path, ra
     assert found[0]["load"] <= 1e-6  # consolidated at ep_size 2, loaded into the ep_size 1 model
     expected_share = 0.5 if ranks == 4 and stage > 0 else 1.0  # an expert's Adam state, over its copies
     assert {numbers["state_share"] for numbers in found.values()} == {expected_share}
+
+
+@pytest.mark.parametrize(("ranks", "stage", "options", "bound"), [
+    pytest.param(4, 1, ("bf16", "gas=2"), 3e-2, id="4-z1-bf16-accumulation"),  # the reference stays fp32
+    pytest.param(2, 3, ("fp16",), 1e-3, id="2-z3-fp16"),
+])  # fmt: skip
+def test_expert_parallelism_in_half_precision_follows_fp32(tmp_path, ranks, stage, options, bound):
+    result = launch(ranks, "train", str(tmp_path), str(stage), *options)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = marked_by_rank(result.stdout, "MOEENGINE")
+    assert sorted(found) == list(range(ranks))
+    for rank, numbers in found.items():
+        assert numbers["loss_diff"] <= bound and numbers["weight_diff"] <= bound, (rank, numbers)
 
 
 @pytest.mark.parametrize(("saved", "loaded"), [
