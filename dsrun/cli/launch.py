@@ -17,6 +17,7 @@ from dsrun import __version__
 from dsrun.cli.abbrev import Flag, expand_prefixes
 from dsrun.console import error
 from dsrun.errors import UsageError
+from dsrun.exit_codes import INTERNAL
 
 RESOURCES = "Resources"
 RENDEZVOUS = "Rendezvous"
@@ -235,4 +236,8 @@ def main(argv: list[str] | None = None) -> None:
         _fail(err.format_message(), err.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as err:  # noqa: BLE001 - anything else is a bug of ours: one line, the traceback in a file
+        from dsrun.cli.crash import one_line, write_traceback
+
+        _fail(one_line(err, write_traceback(err, args)), INTERNAL)
     sys.exit(code if isinstance(code, int) else 0)

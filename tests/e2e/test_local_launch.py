@@ -179,3 +179,29 @@ def test_bundled_example_trains_with_falling_loss():
     losses = [float(m) for m in re.findall(r"\[rank 0\] dsrun: step +\d+ loss ([\d.]+)", result.stderr)]
     assert len(losses) >= 3 and losses[-1] < losses[0] / 2, result.stderr
     assert "[rank 0] done: 40 steps, 2560 samples, train_batch_size 64" in result.stdout
+
+
+FAILING = """
+import os, signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the teardown must not stop a rank before it fails by itself
+time.sleep(0.5)
+rank = int(os.environ["RANK"])
+errors = MAPPING
+raise errors[rank]
+"""
+
+
+@pytest.mark.parametrize(("mapping", "expected"), [
+    ('{0: ValueError("bad value"), 1: ValueError("bad value")}', ["ranks 0-1 failed with the same error"]),
+    # Either rank may fail first; the other's error is listed after it.
+    ('{0: ValueError("bad value"), 1: KeyError("missing")}', ["failed with another error: ", "KeyError: 'missing'"]),
+])  # fmt: skip
+def test_several_failing_ranks_report_each_error_once(tmp_path, mapping, expected):
+    script = tmp_path / "fails.py"
+    script.write_text(FAILING.replace("MAPPING", mapping))
+    result = dsrun("--num_gpus", "2", "--no_local_rank", "--shutdown-timeout", "30", str(script))
+    assert result.returncode == 1, result.stderr
+    report = result.stderr[result.stderr.index("failed first:"):]
+    for text in expected:
+        assert text in report, report
+    assert report.count("\n    ValueError: bad value") == 1, report  # one copy of the traceback per error

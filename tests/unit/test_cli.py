@@ -163,6 +163,27 @@ def test_user_errors_are_one_line_exit_2(capsys, argv, message):
     assert message in err
 
 
+def test_a_hostfile_with_absurd_slots_is_one_line(capsys, tmp_path):
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("localhost slots=99999999999999999999\n")  # was an OverflowError traceback
+    code, _, err = run(capsys, "-H", str(hostfile), "--dry-run", TRAIN)
+    assert code == 2 and err.count("\n") == 1 and "more workers than one host can run (at most 4,096)" in err
+
+
+def test_a_bug_inside_dsrun_is_one_line_naming_the_traceback_file(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(resolve, "plan_launch", lambda options: {}["boom"])  # any unexpected exception
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    code, out, err = run(capsys, "--dry-run", TRAIN)
+    assert code == 70 and err.count("\n") == 1, err
+    assert err.startswith("dsrun: error: internal error (a bug in dsrun; please report it): KeyError: 'boom';")
+    (written,) = tmp_path.glob("dsrun-error-*.txt")
+    assert "KeyError: 'boom'" in written.read_text() and f"the full traceback is in {written}" in err
+    assert "Traceback" not in out + err
+
+
 def test_batch_error_names_the_numbers(capsys, tmp_path):
     config = tmp_path / "ds.json"
     config.write_text('{"train_batch_size": 10, "train_micro_batch_size_per_gpu": 4}')

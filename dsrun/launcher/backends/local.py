@@ -6,8 +6,10 @@ from pathlib import Path
 
 from dsrun.console import say
 from dsrun.errors import UsageError
+from dsrun.launcher.backends.failure_groups import group_failures
 from dsrun.launcher.hang.local import LocalHangWatch
 from dsrun.launcher.node.supervisor import Outcome, Supervisor, describe_exit
+from dsrun.launcher.plan.render import span
 from dsrun.launcher.plan.world import WorldPlan
 
 
@@ -24,13 +26,24 @@ def _report(outcome: Outcome, supervisor: Supervisor) -> None:
     if failure is None:
         return
     command = " ".join(next(r.command for r in supervisor.ranks if r.rank == failure.rank))
+    tails = {rank: list(tail) for rank, tail in supervisor.output.tails.items()}
+    first, *others = group_failures(supervisor.codes, tails, failure.rank)
     lines = [f"rank {failure.rank} on {failure.host} failed first: {describe_exit(failure.returncode)}",
              f"  command: {command}"]
-    tail = list(supervisor.output.tails.get(failure.rank, []))
-    if tail:
-        lines.append(f"  last {len(tail)} line(s) of its stderr:")
-        lines.extend(f"    {line}" for line in tail)
+    if len(first.ranks) > 1:
+        lines.append(f"  ranks {span(first.ranks)} failed with the same error")
+    lines += _tail_lines(first.tail, "its")
+    for group in others:
+        ranks = f"rank {group.ranks[0]}" if len(group.ranks) == 1 else f"ranks {span(group.ranks)}"
+        lines.append(f"{ranks} failed with another error: {group.error or 'no stderr'}")
+        lines += _tail_lines(group.tail, f"rank {group.ranks[0]}'s")
     say("\n".join(lines))
+
+
+def _tail_lines(tail: list[str], whose: str) -> list[str]:
+    if not tail:
+        return []
+    return [f"  last {len(tail)} line(s) of {whose} stderr:", *(f"    {line}" for line in tail)]
 
 
 def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float,

@@ -30,6 +30,11 @@ def check_host_name(host: str, where: str) -> None:
         raise UsageError(f"{where}: host name {host!r} may only contain letters, digits, '.', '-' and '_'{hint}")
 
 
+# One worker process per slot: far beyond any host's GPUs or cores, and low enough that a typo never starts a plan
+# of billions of ranks.
+MAX_SLOTS = 4096
+
+
 def parse_hostfile(text: str, source: str = "hostfile") -> Pool:
     """Parse hostfile text into {host: [0..slots-1]}. Hosts with slots=0 are left out."""
     pool: Pool = {}
@@ -44,7 +49,11 @@ def parse_hostfile(text: str, source: str = "hostfile") -> Pool:
         check_host_name(host, f"{source}:{number}")
         if host in pool:
             raise UsageError(f"{source}:{number}: host {host!r} is listed twice; give each host one line")
-        pool[host] = list(range(int(match["slots"])))
+        slots = int(match["slots"])
+        if slots > MAX_SLOTS:
+            raise UsageError(f"{source}:{number}: slots={slots} for {host!r}: more workers than one host can run"
+                             f" (at most {MAX_SLOTS:,})")
+        pool[host] = list(range(slots))
     if not pool:
         raise UsageError(f"{source} lists no hosts: add lines like 'worker-0 slots=8'")
     return pool

@@ -1,0 +1,27 @@
+"""Several failing ranks, each error said once: grouping by the last stderr line, ranks stopped by the teardown left
+out, the first failing rank's group first."""
+
+from dsrun.launcher.backends.failure_groups import group_failures
+
+TRACE = ["Traceback (most recent call last):", '  File "train.py", line 3, in <module>',
+         "argparse.ArgumentError: argument --local_rank: conflicting option string: --local_rank"]
+
+
+def test_the_same_error_on_every_rank_is_one_group_with_one_tail():
+    codes = {0: 2, 1: 2, 2: 2, 3: 2}
+    groups = group_failures(codes, dict.fromkeys(codes, TRACE), first=2)
+    assert len(groups) == 1
+    assert groups[0].ranks == [0, 1, 2, 3] and groups[0].error == TRACE[-1] and groups[0].tail == TRACE
+
+
+def test_different_errors_are_groups_of_their_own_and_signals_are_not_failures():
+    other = ["RuntimeError: Connection reset by peer"]
+    codes = {0: 1, 1: 2, 2: -15, 3: 1}  # rank 2 was stopped by the teardown's SIGTERM
+    tails = {0: other, 1: TRACE, 2: ["KeyboardInterrupt"], 3: other}
+    groups = group_failures(codes, tails, first=1)
+    assert [(g.ranks, g.error) for g in groups] == [([1], TRACE[-1]), ([0, 3], other[0])]
+
+
+def test_the_first_failing_rank_shows_its_own_tail_even_when_killed_by_a_signal():
+    groups = group_failures({0: -9, 1: -15}, {0: ["out of memory?"], 1: []}, first=0)
+    assert [(g.ranks, g.tail) for g in groups] == [([0], ["out of memory?"])]
