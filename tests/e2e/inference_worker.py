@@ -5,6 +5,8 @@
 this process (what tp_size 1 runs), the greedy tokens of both, the bytes this rank holds of the split layers against
 their whole size, and the same comparison after loading the weights from a .pt and a .safetensors file into a
 differently initialised model.
+`trained SAVE_DIR`: a Llama trained under ZeRO-3 and saved by these ranks, served from SAVE_DIR at tp_size 2;
+prints the largest difference from the trained model's logits (and how far training moved them).
 `error MODE`: a mistake that must end the job with one line.
 """
 
@@ -99,6 +101,27 @@ def compare(name: str, workdir: Path) -> dict:
     return result
 
 
+def trained(save_dir: str) -> dict:
+    """A Llama trained a few steps under ZeRO-3 on these ranks and saved, then served from the save directory."""
+    engine, *_ = dsrun.initialize(model=llama(seed=1), config={
+        "train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 3},
+        "optimizer": {"type": "AdamW", "params": {"lr": 1e-2}}})
+    torch.manual_seed(7 + dist.get_rank())
+    for _ in range(3):
+        ids = torch.randint(1, VOCAB - 1, (2, 10))
+        engine.backward(engine(input_ids=ids, labels=ids).loss)
+        engine.step()
+    torch.manual_seed(7)
+    ids = torch.randint(1, VOCAB - 1, (2, 10))
+    with torch.no_grad():
+        want = engine(input_ids=ids).logits
+        untrained = llama(seed=1)(ids).logits
+    engine.save_checkpoint(save_dir)
+    served = dsrun.init_inference(llama(seed=2), dtype=torch.float32, checkpoint=save_dir)
+    return {"logits": (served(ids).logits - want).abs().max().item(),
+            "moved": (want - untrained).abs().max().item()}
+
+
 def error(mode: str) -> None:
     world = dist.get_world_size() if dist.is_initialized() else 2
     if mode == "heads":
@@ -115,6 +138,10 @@ def error(mode: str) -> None:
 def main() -> None:
     if sys.argv[1] == "error":
         error(sys.argv[2])
+    if sys.argv[1] == "trained":
+        result = trained(sys.argv[2])
+        print(f"INFER {dist.get_rank()} {json.dumps(result)}", flush=True)
+        return
     dsrun.init_distributed()
     with tempfile.TemporaryDirectory() as shared:
         # One directory for both ranks: rank 0's name.

@@ -1,6 +1,7 @@
 """init_inference under dsrun, 2 ranks on gloo: a tiny GPT-2 (fused qkv Conv1D) and a tiny Llama (grouped-query
 attention) split with tensor parallelism give the unsplit model's logits and greedy tokens, hold half of each split
-weight per rank, load weights from .pt and .safetensors files, and mistakes end the job with one line."""
+weight per rank, load weights from .pt and .safetensors files and from the checkpoint of a model trained under
+ZeRO-3, and mistakes end the job with one line."""
 
 import subprocess
 import sys
@@ -62,6 +63,16 @@ def test_each_rank_holds_half_of_every_split_weight(compared, model):
 def test_weights_load_from_a_consolidated_file(compared, model, source):
     for results in compared.values():
         assert results[model][f"logits_from_{source}"] <= TOLERANCE
+
+
+def test_a_model_trained_under_zero3_is_served_from_its_checkpoint(tmp_path):
+    result = launch("trained", str(tmp_path / "saved"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = marked_by_rank(result.stdout, "INFER")
+    assert sorted(found) == [0, 1], result.stdout[-2000:]
+    for rank, served in found.items():
+        assert served["logits"] <= TOLERANCE, (rank, served)
+        assert served["moved"] > 100 * TOLERANCE  # training changed the outputs: the trained weights were served
 
 
 @pytest.mark.parametrize(("mode", "message"), [
