@@ -60,7 +60,7 @@ def build(model: nn.Module, config: Any = None, **kwargs: Any) -> InferenceEngin
     if tp_size != world:
         # One tensor-parallel group over the whole world; replicas (world = k * tp_size) are not built.
         raise UsageError(f"tensor_parallel.tp_size={tp_size} must equal the world size {world} (dsrun splits the"
-                         f" model over every rank): launch {tp_size} processes, or set tp_size to {world}")
+                         f" model over every rank): start a world of {tp_size}, or set tp_size to {world}")
     if settings.enable_cuda_graph and placement.device.type != "cuda":
         raise UsageError("enable_cuda_graph needs CUDA; this job runs on CPU: remove enable_cuda_graph")
     if placement.rank == 0:

@@ -3,8 +3,8 @@
 `compare`: a tiny GPT-2 and a tiny Llama (grouped-query attention) built from configs; each rank prints
 `INFER <rank> <json>` with, per model: the largest difference of the engine's logits from the unsplit model's in
 this process (what tp_size 1 runs), the greedy tokens of both, the bytes this rank holds of the split layers against
-their whole size, and the same comparison after loading the weights from a .pt and a .safetensors file into a
-differently initialised model.
+their whole size, the tokens sampled from ranks seeded differently, and the same comparison after loading the
+weights from a .pt and a .safetensors file into a differently initialised model.
 `trained SAVE_DIR`: a Llama trained under ZeRO-3 and saved by these ranks, served from SAVE_DIR at tp_size 2;
 prints the largest difference from the trained model's logits (and how far training moved them).
 `error MODE`: a mistake that must end the job with one line.
@@ -87,6 +87,9 @@ def compare(name: str, workdir: Path) -> dict:
         "reference_tokens": greedy(reference, ids),
         "bytes": split_bytes(engine, reference),
     }
+    torch.manual_seed(100 + dist.get_rank())  # ranks whose generators differ must still sample the same tokens
+    result["sampled"] = engine.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                        do_sample=True, top_k=0).tolist()
     # The same weights from files, loaded into a model initialised otherwise.
     pt, st = workdir / f"{name}.pt", workdir / f"{name}.safetensors"
     if dist.get_rank() == 0:

@@ -47,6 +47,27 @@ def test_greedy_generate_gives_the_unsplit_models_tokens_on_every_rank(compared,
 
 
 @pytest.mark.parametrize("model", MODELS)
+def test_sampling_draws_the_same_tokens_on_every_rank(compared, model):
+    assert compared[0][model]["sampled"] == compared[1][model]["sampled"]
+
+
+def test_the_example_prints_the_same_tokens_under_dsrun_torchrun_and_python():
+    example = str(HERE.parent.parent / "examples" / "infer.py")
+    runs = {
+        "dsrun": [sys.executable, "-m", "dsrun", "--num_gpus", "2", example],
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", example],
+        "python": [sys.executable, example],
+    }
+    printed = {}
+    for name, command in runs.items():
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (name, result.stderr[-2000:])
+        lines = result.stdout.splitlines()
+        printed[name] = [line.split("next token:", 1)[1] for line in lines if "next token:" in line]
+    assert len(printed["python"]) == 1 and printed["dsrun"] == printed["torchrun"] == printed["python"], printed
+
+
+@pytest.mark.parametrize("model", MODELS)
 def test_each_rank_holds_half_of_every_split_weight(compared, model):
     for results in compared.values():
         held = results[model]["bytes"]
