@@ -10,7 +10,7 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
-from dsrun.inference import plans, shard, weights
+from dsrun.inference import plans, shard, shard_load, weights
 from dsrun.inference.config import InferenceConfig, parse
 from dsrun.inference.engine import InferenceEngine
 from dsrun.runtime.distributed import init_distributed
@@ -66,14 +66,33 @@ def build(model: nn.Module, config: Any = None, **kwargs: Any) -> InferenceEngin
     if placement.rank == 0:
         for note in _notes(settings, model, placement.device):
             say(f"note: {note}")
+    model.eval()
+    on_meta = any(p.is_meta for p in model.parameters())
+    if on_meta and settings.checkpoint is None:
+        raise UsageError("the model is on the meta device: pass checkpoint= so init_inference has weights to load")
+    source = shard_load.own_shards_source(settings.checkpoint) if on_meta and tp_size > 1 else None
+    if source is not None:
+        # Split while empty, then each rank allocates and reads only its shards.
+        model.to(dtype=settings.dtype)
+        _buffers_to(model, placement.device)
+        plan = _plan(model, settings, tp_size)
+        mesh = init_device_mesh(placement.device.type, (tp_size,), mesh_dim_names=("tp",))
+        relayouts = shard.apply(model, plan, mesh, on_meta=True)
+        shard_load.materialize_local(model, placement.device)
+        shard_load.load(model, source, relayouts)
+        return InferenceEngine(model, settings, tp_size, placement.device)
     if settings.checkpoint is not None:
         weights.load_into(model, settings.checkpoint)
-    if any(p.is_meta for p in model.parameters()):
-        raise UsageError("the model is on the meta device: pass checkpoint= so init_inference has weights to load")
     model.to(device=placement.device, dtype=settings.dtype)
-    model.eval()
     if tp_size > 1:
         plan = _plan(model, settings, tp_size)
         mesh = init_device_mesh(placement.device.type, (tp_size,), mesh_dim_names=("tp",))
         shard.apply(model, plan, mesh)
     return InferenceEngine(model, settings, tp_size, placement.device)
+
+
+def _buffers_to(model: nn.Module, device: torch.device) -> None:
+    for module in model.modules():
+        for key, buffer in module._buffers.items():
+            if buffer is not None and not buffer.is_meta:
+                module._buffers[key] = buffer.to(device)

@@ -9,15 +9,22 @@ q, k and v of the same heads, and the module's split of the fused output is resi
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import cast
 
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor
 from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel, parallelize_module
 
 from dsrun.errors import UsageError
 from dsrun.inference.plans import COLWISE, FUSED_QKV, Plan
+
+# Turns a tensor as saved into the layout of the model's (whole, unsplit) parameter.
+Relayout = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _is_conv1d(module: nn.Module) -> bool:
@@ -58,6 +65,10 @@ def _regroup_fused_qkv(linear: nn.Linear, tp_size: int) -> None:
             linear.bias.copy_(linear.bias[order])
 
 
+def _relaid_qkv(saved: torch.Tensor, order: torch.Tensor, transposed: bool) -> torch.Tensor:
+    return (saved.t() if transposed else saved)[order]
+
+
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
@@ -77,16 +88,43 @@ def _localise_heads(plan: Plan, tp_size: int) -> None:
                 setattr(module, attr, value // tp_size)
 
 
-def apply(model: nn.Module, plan: Plan, mesh: DeviceMesh) -> None:
+def _broadcast_whole(model: nn.Module, mesh: DeviceMesh) -> None:
+    """The parameters and buffers left whole take rank 0's values, as the split ones do (parallelize_module scatters
+    rank 0's): a model initialised differently on each rank (built from a config without a seed) then runs as rank
+    0's model everywhere, instead of each rank mixing its own embeddings with rank 0's split layers."""
+    group = mesh.get_group()
+    source = dist.get_global_rank(group, 0)
+    seen: set[int] = set()
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if isinstance(tensor, DTensor) or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        dist.broadcast(tensor.data, src=source, group=group)
+
+
+def apply(model: nn.Module, plan: Plan, mesh: DeviceMesh, *, on_meta: bool = False) -> dict[str, Relayout]:
+    """Split the model's layers as planned. Returns, for each weight whose layout the split changed, how to turn the
+    saved tensor into the split one's (whole) layout. `on_meta`: the model has no values yet; each rank only cuts
+    out its part (no scatter from rank 0, no broadcast)."""
     tp_size = mesh.size()
     styles: dict[str, ParallelStyle] = {}
+    relayouts: dict[str, Relayout] = {}
     for name, style in plan.styles.items():
         module = model.get_submodule(name)
         linear = as_linear(module)
         if linear is not module:
             _replace(model, name, linear)
+            relayouts[f"{name}.weight"] = torch.Tensor.t
         if style == FUSED_QKV:
+            order = _heads_by_rank(linear.out_features, tp_size)
             _regroup_fused_qkv(linear, tp_size)
+            relayouts[f"{name}.weight"] = partial(_relaid_qkv, order=order, transposed=linear is not module)
+            if linear.bias is not None:
+                relayouts[f"{name}.bias"] = partial(_relaid_qkv, order=order, transposed=False)
         styles[name] = ColwiseParallel() if style in (COLWISE, FUSED_QKV) else RowwiseParallel()
-    parallelize_module(model, mesh, styles)
+    # Off meta each split weight is rank 0's, scattered (src_data_rank=0); the whole ones are broadcast to match.
+    parallelize_module(model, mesh, styles, src_data_rank=None if on_meta else 0)
+    if not on_meta:
+        _broadcast_whole(model, mesh)
     _localise_heads(plan, tp_size)
+    return relayouts

@@ -5,12 +5,12 @@
 this process (what tp_size 1 runs), the greedy tokens of both, the bytes this rank holds of the split layers against
 their whole size, the tokens sampled from ranks seeded differently, and the same comparison after loading the
 weights from a .pt and a .safetensors file into a differently initialised model.
-`trained SAVE_DIR`: a Llama trained under ZeRO-3 and saved by these ranks, served from SAVE_DIR at tp_size 2;
-prints the largest difference from the trained model's logits (and how far training moved them).
+`trained MODEL SAVE_DIR`: MODEL trained under ZeRO-3 and saved by these ranks, served from SAVE_DIR at tp_size 2
+into a model with weights and into one on the meta device; prints the largest differences from the trained model's
+logits (and how far training moved them), and the bytes of the split layers each rank holds after the meta load.
 `error MODE`: a mistake that must end the job with one line.
 """
 
-import copy
 import json
 import sys
 import tempfile
@@ -22,6 +22,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import dsrun
+from dsrun.inference import weights
 
 VOCAB = 101
 
@@ -29,7 +30,8 @@ VOCAB = 101
 def gpt2(seed: int, heads: int = 4) -> nn.Module:
     torch.manual_seed(seed)
     config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=8 * heads, n_layer=2, n_head=heads,
-                        bos_token_id=0, eos_token_id=VOCAB - 1, pad_token_id=0)
+                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=VOCAB - 1,
+                        pad_token_id=0)
     return GPT2LMHeadModel(config).eval()
 
 
@@ -73,8 +75,9 @@ def greedy(model, ids: torch.Tensor) -> list:
 
 
 def compare(name: str, workdir: Path) -> dict:
-    model = BUILD[name](seed=1)
-    reference = copy.deepcopy(model)
+    # Each rank initialises its model differently: the engine must run rank 0's (the reference) on every rank.
+    model = BUILD[name](seed=1 + dist.get_rank())
+    reference = BUILD[name](seed=1)
     torch.manual_seed(7)
     ids = torch.randint(1, VOCAB - 1, (2, 10))
     engine = dsrun.init_inference(model, dtype=torch.float32, tensor_parallel={"tp_size": dist.get_world_size()})
@@ -104,9 +107,21 @@ def compare(name: str, workdir: Path) -> dict:
     return result
 
 
-def trained(save_dir: str) -> dict:
-    """A Llama trained a few steps under ZeRO-3 on these ranks and saved, then served from the save directory."""
-    engine, *_ = dsrun.initialize(model=llama(seed=1), config={
+def params_on_meta(model: nn.Module) -> nn.Module:
+    """The model with its parameters on the meta device and its buffers kept (as accelerate's init_empty_weights
+    builds one)."""
+    for module in model.modules():
+        for key, param in list(module._parameters.items()):
+            if param is not None:
+                module._parameters[key] = nn.Parameter(param.to("meta"), requires_grad=False)
+    return model
+
+
+def trained(name: str, save_dir: str) -> dict:
+    """A model trained a few steps under ZeRO-3 on these ranks and saved, then served from the save directory: into
+    a model with weights (read whole), and into one with its parameters on the meta device (each rank reads its
+    shards)."""
+    engine, *_ = dsrun.initialize(model=BUILD[name](seed=1), config={
         "train_micro_batch_size_per_gpu": 2, "zero_optimization": {"stage": 3},
         "optimizer": {"type": "AdamW", "params": {"lr": 1e-2}}})
     torch.manual_seed(7 + dist.get_rank())
@@ -118,10 +133,18 @@ def trained(save_dir: str) -> dict:
     ids = torch.randint(1, VOCAB - 1, (2, 10))
     with torch.no_grad():
         want = engine(input_ids=ids).logits
-        untrained = llama(seed=1)(ids).logits
+        untrained = BUILD[name](seed=1)(ids).logits
     engine.save_checkpoint(save_dir)
-    served = dsrun.init_inference(llama(seed=2), dtype=torch.float32, checkpoint=save_dir)
+    served = dsrun.init_inference(BUILD[name](seed=2), dtype=torch.float32, checkpoint=save_dir)
+    whole_reads = []  # the path that reads every weight whole on every rank must not be taken for the meta model
+    read_whole = weights.read
+    weights.read = lambda path: whole_reads.append(str(path)) or read_whole(path)
+    empty = dsrun.init_inference(params_on_meta(BUILD[name](seed=2)), dtype=torch.float32, checkpoint=save_dir)
+    weights.read = read_whole
     return {"logits": (served(ids).logits - want).abs().max().item(),
+            "logits_from_meta": (empty(ids).logits - want).abs().max().item(),
+            "bytes_from_meta": split_bytes(empty, BUILD[name](seed=2)),
+            "whole_reads_from_meta": len(whole_reads),
             "moved": (want - untrained).abs().max().item()}
 
 
@@ -142,7 +165,7 @@ def main() -> None:
     if sys.argv[1] == "error":
         error(sys.argv[2])
     if sys.argv[1] == "trained":
-        result = trained(sys.argv[2])
+        result = trained(sys.argv[2], sys.argv[3])
         print(f"INFER {dist.get_rank()} {json.dumps(result)}", flush=True)
         return
     dsrun.init_distributed()

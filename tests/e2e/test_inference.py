@@ -1,7 +1,7 @@
 """init_inference under dsrun, 2 ranks on gloo: a tiny GPT-2 (fused qkv Conv1D) and a tiny Llama (grouped-query
 attention) split with tensor parallelism give the unsplit model's logits and greedy tokens, hold half of each split
 weight per rank, load weights from .pt and .safetensors files and from the checkpoint of a model trained under
-ZeRO-3, and mistakes end the job with one line."""
+ZeRO-3 (into a model on the meta device too, each rank reading its shards), and mistakes end the job with one line."""
 
 import subprocess
 import sys
@@ -86,14 +86,20 @@ def test_weights_load_from_a_consolidated_file(compared, model, source):
         assert results[model][f"logits_from_{source}"] <= TOLERANCE
 
 
-def test_a_model_trained_under_zero3_is_served_from_its_checkpoint(tmp_path):
-    result = launch("trained", str(tmp_path / "saved"))
+@pytest.mark.parametrize("model", MODELS)
+def test_a_model_trained_under_zero3_is_served_from_its_checkpoint(tmp_path, model):
+    result = launch("trained", model, str(tmp_path / "saved"))
     assert result.returncode == 0, result.stderr[-3000:]
     found = marked_by_rank(result.stdout, "INFER")
     assert sorted(found) == [0, 1], result.stdout[-2000:]
     for rank, served in found.items():
         assert served["logits"] <= TOLERANCE, (rank, served)
         assert served["moved"] > 100 * TOLERANCE  # training changed the outputs: the trained weights were served
+        # built on the meta device: each rank allocated and read only its half of every split weight
+        assert served["logits_from_meta"] <= TOLERANCE, (rank, served)
+        assert served["whole_reads_from_meta"] == 0, served
+        held = served["bytes_from_meta"]
+        assert held["tensors"] == {"gpt2": 12, "llama": 14}[model] and held["mine"] * 2 == held["whole"], held
 
 
 @pytest.mark.parametrize(("mode", "message"), [
