@@ -1,7 +1,8 @@
 """init_inference(checkpoint=...): the model's weights from a dsrun checkpoint or a consolidated file.
 
-Read whole on every rank before the split (the split then keeps each rank's share); reading only a rank's own
-shards straight into DTensors is not done yet.
+Read whole on every rank before the split (the split then keeps each rank's share). A model whose parameters are
+on the meta device, served from a dsrun checkpoint directory, takes the other way: shard_load reads each rank's
+shards only.
 """
 
 from __future__ import annotations

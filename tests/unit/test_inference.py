@@ -138,3 +138,13 @@ def test_a_model_without_generate_says_so(single_process):
     engine = build(nn.Linear(2, 2))
     with pytest.raises(UsageError, match="Linear has no generate"):
         engine.generate(torch.zeros(1, 2))
+
+
+def test_a_meta_model_whose_buffers_are_meta_too_is_one_line():
+    from dsrun.inference import shard_load
+
+    with torch.device("meta"):
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4))
+    with pytest.raises(UsageError, match=r"buffer model.rotary_emb.inv_freq is on the meta device"):
+        shard_load.materialize_local(model, torch.device("cpu"))
