@@ -1,7 +1,7 @@
 """dsrun: a launcher and job runner for PyTorch distributed training that speaks DeepSpeed's CLI and config.
 
 Importing the package stays cheap (no torch): the launcher imports it on login nodes. The training API
-(`initialize`, `init_distributed`, `comm`, `utils`, `accelerator`, ...) loads on first use, so
+(`initialize`, `init_inference`, `init_distributed`, `comm`, `utils`, `accelerator`, ...) loads on first use, so
 `import dsrun as deepspeed` works.
 """
 
@@ -16,6 +16,7 @@ __version_major__, __version_minor__, __version_patch__ = (int(part) for part in
 
 _LAZY = {
     "initialize": ("dsrun.runtime.initialize", "initialize"),
+    "init_inference": ("dsrun.inference", "init_inference"),
     "init_distributed": ("dsrun.runtime.distributed", "init_distributed"),
     "add_config_arguments": ("dsrun.arguments", "add_config_arguments"),
     "comm": ("dsrun.comm", None),
@@ -26,6 +27,7 @@ _LAZY = {
     "checkpointing": ("dsrun.checkpointing", None),
     "pipe": ("dsrun.pipe", None),
     "moe": ("dsrun.moe", None),
+    "inference": ("dsrun.inference", None),
     "OnDevice": ("dsrun.runtime.on_device", "OnDevice"),
     "DeepSpeedConfig": ("dsrun.runtime.ds_config", "DeepSpeedConfig"),
     "get_accelerator": ("dsrun.accelerator", "get_accelerator"),

@@ -37,6 +37,8 @@ MODULES: dict[str, str] = {
     "deepspeed.pipe": "dsrun.pipe",
     "deepspeed.runtime.pipe": "dsrun.pipe",
     "deepspeed.checkpointing": "dsrun.checkpointing",
+    "deepspeed.inference": "dsrun.inference",
+    "deepspeed.inference.engine": "dsrun.inference.engine",
     "deepspeed.runtime.activation_checkpointing": "dsrun.checkpointing",
     "deepspeed.runtime.activation_checkpointing.checkpointing": "dsrun.checkpointing",
 }
@@ -48,7 +50,7 @@ INSTEAD: dict[str, str] = {
     "deepspeed.module_inject": "dsrun does not replace modules with kernels; the model runs as written",
     "deepspeed.compression": "dsrun has no compression library: the model trains unquantized",
     "deepspeed.profiling": "use torch.profiler",
-    "deepspeed.inference": "dsrun has no DeepSpeed inference engine",
+    "deepspeed.inference.v2": "dsrun has no FastGen (inference v2) engine: use deepspeed.init_inference",
     "deepspeed.utils.zero_to_fp32": "`dsrun consolidate CHECKPOINT_DIR OUT.pt` writes a checkpoint's fp32 weights as"
     " one file",
 }

@@ -61,3 +61,19 @@ def test_the_launcher_runs_scripts_through_the_alias(tmp_path):
     assert command_for(spec, 1) == ["/py", "-u", "-m", "dsrun.alias", "train.py", "--local_rank=1", "--x"]
     module = LaunchSpec(script="pkg.train", script_args=[], python="/py", module=True, deepspeed_alias=True)
     assert command_for(module, 0) == ["/py", "-u", "-m", "dsrun.alias", "-m", "pkg.train", "--local_rank=0"]
+
+
+def test_init_inference_under_the_alias(tmp_path):
+    result = run_aliased(tmp_path, """
+        import deepspeed
+        import dsrun.inference
+        from deepspeed.inference.engine import InferenceEngine
+        assert deepspeed.init_inference is dsrun.inference.init_inference
+        assert InferenceEngine is dsrun.inference.InferenceEngine
+        try:
+            import deepspeed.inference.v2
+        except ModuleNotFoundError as err:
+            print("ERR", err)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "deepspeed.inference.v2 is not provided by dsrun" in result.stdout and "init_inference" in result.stdout

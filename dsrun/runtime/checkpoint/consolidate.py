@@ -67,13 +67,19 @@ def as_layer_list(weights: dict[str, torch.Tensor], tied_positions: dict[str, li
     return out
 
 
-def consolidate(checkpoint: Path, out: Path) -> Path:
-    source = resolve_checkpoint(checkpoint)
+def model_weights(source: Path) -> dict[str, torch.Tensor]:
+    """A checkpoint's fp32 weights, named as the bare model's state_dict names them."""
     weights = {key.removeprefix("model."): t for key, t in read_full(source, "model.").items()}
     weights = {k: t.float() if t.is_floating_point() else t for k, t in weights.items()}
     record = torch.load(source / layout.STATE_FILE, weights_only=False).get("pipeline")
     if record:
         weights = as_layer_list(weights, record["tied_positions"])
+    return weights
+
+
+def consolidate(checkpoint: Path, out: Path) -> Path:
+    source = resolve_checkpoint(checkpoint)
+    weights = model_weights(source)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".safetensors":
         try:

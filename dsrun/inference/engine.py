@@ -1,0 +1,49 @@
+"""What init_inference returns: DeepSpeed's InferenceEngine surface over the (split) model."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from dsrun.errors import UsageError
+from dsrun.inference.config import InferenceConfig
+
+
+class InferenceEngine(nn.Module):
+    def __init__(self, module: nn.Module, config: InferenceConfig, tp_size: int, device: torch.device):
+        super().__init__()
+        self.module = module
+        self._config = config
+        self.tp_size = tp_size
+        self.device = device
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        with torch.no_grad():
+            return self.module(*args, **kwargs)
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        generate = getattr(self.module, "generate", None)
+        if not callable(generate):
+            raise UsageError(f"{type(self.module).__name__} has no generate(): call the engine to run the model")
+        if self.tp_size == 1 or not dist.is_initialized():
+            return generate(*args, **kwargs)
+        # Every rank must pick the same tokens, or they would stop at different lengths and wait on each other's
+        # all-reduces. The logits are bitwise equal on all ranks (an all-reduce hands every rank the same sum),
+        # so greedy and beam search agree by themselves; sampling also needs the same random draws: every rank
+        # samples with rank 0's seed, in a forked RNG so the ranks' own generators are left as they were.
+        seed = torch.randint(0, 2**62, (1,), dtype=torch.int64, device=self.device)
+        dist.broadcast(seed, src=0)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(int(seed.item()))
+            return generate(*args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        # The model's own attributes (config, device, ...) through the engine, as DeepSpeed's engine forwards them.
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self._modules["module"], name)

@@ -1,0 +1,62 @@
+"""init_inference(checkpoint=...): the model's weights from a dsrun checkpoint or a consolidated file.
+
+Read whole on every rank before the split (the split then keeps each rank's share). A model whose parameters are
+on the meta device, served from a dsrun checkpoint directory, takes the other way: shard_load reads each rank's
+shards only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from dsrun.errors import UsageError
+
+
+def read(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        from dsrun.runtime.checkpoint.consolidate import model_weights, resolve_checkpoint
+
+        return model_weights(resolve_checkpoint(path))
+    if not path.is_file():
+        raise UsageError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle, zip or weights_only errors: all mean "not a weights file we can read"
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError(f"checkpoint {path} is not a torch weights file ({first[:120]})") from None
+    if isinstance(loaded, dict) and isinstance(loaded.get("module"), dict):
+        loaded = loaded["module"]  # `dsrun consolidate` and DeepSpeed's model-states files keep them here
+    if not isinstance(loaded, dict) or not all(isinstance(t, torch.Tensor) for t in loaded.values()):
+        raise UsageError(f"checkpoint {path} does not hold a state_dict (name -> tensor), nor one under 'module'")
+    return loaded
+
+
+def load_into(model: nn.Module, path: Path) -> None:
+    weights = read(path)
+    expected = model.state_dict()
+    # A tied weight (GPT-2's lm_head.weight is wte.weight) is saved once by many writers: present under any name.
+    storage = {name: t.untyped_storage().data_ptr() for name, t in expected.items() if not t.is_meta}
+    present = {storage.get(name) for name in expected if name in weights}
+    missing = [name for name in expected if name not in weights and (name not in storage or storage[name] not in
+                                                                    present)]
+    unexpected = [name for name in weights if name not in expected]
+    if missing or unexpected:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} of the model's weights missing (first {missing[0]!r})")
+        if unexpected:
+            what.append(f"{len(unexpected)} names the model does not have (first {unexpected[0]!r})")
+        raise UsageError(f"checkpoint {path} does not fit the model: {'; '.join(what)}")
+    for name, tensor in expected.items():
+        if name in weights and tensor.shape != weights[name].shape:
+            raise UsageError(f"checkpoint {path}: {name} has shape {tuple(weights[name].shape)}, the model's is"
+                             f" {tuple(tensor.shape)}")
+    on_meta = any(t.is_meta for t in expected.values())
+    model.load_state_dict(weights, strict=False, assign=on_meta)
