@@ -58,7 +58,9 @@ def test_a_preempted_slurm_job_saves_on_sigterm_requeues_and_resumes_exactly(slu
     script.write_text(
         "#!/bin/bash\n"
         f"{sys.executable} -m dsrun --launcher slurm --shutdown-timeout 20 --no_local_rank {WORKER}"
-        f" {tmp_path / 'ckpt'} {tmp_path / 'weights.pt'} {STEPS} slow &\n"
+        # 1.5 s per step: the signal travels scancel -> slurmctld -> slurmd, seconds on a loaded machine, and must
+        # arrive before the run's last step.
+        f" {tmp_path / 'ckpt'} {tmp_path / 'weights.pt'} {STEPS} slow=1.5 &\n"
         "dsrun=$!\n"
         "trap 'kill -TERM $dsrun' TERM\n"
         "wait $dsrun; wait $dsrun; code=$?\n"  # the first wait returns when the trap runs

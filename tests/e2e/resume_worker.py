@@ -5,7 +5,7 @@ run that stops and starts again must come back to the same weights, data positio
 Arguments: SAVE_DIR OUT STEPS [fail_at=K] [slow]
   fail_at=K  rank 1 dies (exit 1) right after optimizer step K, in the first attempt only (DSRUN_RESTART_COUNT unset
              or 0), so a restart or a second launch goes on from the newest checkpoint
-  slow       sleep 0.3 s per step, for tests that signal the job while it trains
+  slow[=S]   sleep S seconds (default 0.3) per step, for tests that signal the job while it trains
   csv=DIR    csv_monitor writes DIR/resume/training_metrics.csv
 Rank 0 saves the final weights to OUT and prints `RESUME {"steps": N}`.
 """
@@ -48,7 +48,7 @@ def main() -> None:
         if engine.global_steps == before:
             continue
         if "slow" in OPTIONS:
-            time.sleep(0.3)
+            time.sleep(float(OPTIONS["slow"] or 0.3))
         if first_attempt and engine.global_rank == 1 and str(engine.global_steps) == OPTIONS.get("fail_at"):
             os._exit(1)
     if engine.global_rank == 0:
