@@ -186,14 +186,15 @@ class PipelineEngine(Engine):
         if self._key_sent is not None:
             self._key_sent.wait()  # the previous batch's: long taken by now (its schedule needed it)
             self._key_sent = None
-        key = torch.tensor([microbatches.shape_key(first_micro)], dtype=torch.int64, device=self.device)
+        mine = microbatches.shape_key(first_micro)
+        key = torch.tensor([mine], dtype=torch.int64, device=self.device)
         if self.groups.pipeline is not None:
             work = dist.broadcast(key, src=self.groups.first_rank, group=self.groups.pipeline,
                                   async_op=self.is_first_stage())
             if self.is_first_stage():
                 self._key_sent = work
                 self._key_buffer = key  # the send reads it until wait()
-                return microbatches.shape_key(first_micro)
+                return mine
         return int(key.item())
 
     def _build_schedule(self, count: int, with_loss: bool) -> Any:

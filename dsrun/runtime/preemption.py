@@ -54,11 +54,3 @@ def asked_anywhere(device: torch.device) -> bool:
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
     return bool(flag.item())
 
-
-def reset() -> None:
-    """Forget a request and give SIGTERM back its default (tests; a process that goes on after a save)."""
-    global _asked, _installed
-    _asked = False
-    if _installed and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _installed = False

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.pids import kill_survivors, recorded, running
+from tests.pids import recorded, running
 
 pytestmark = pytest.mark.e2e
 
@@ -20,15 +20,6 @@ WORKER = Path(__file__).with_name("hang_worker.py")
 
 def line_of(marker: str) -> int:
     return next(i for i, line in enumerate(WORKER.read_text().splitlines(), 1) if line.rstrip().endswith(marker))
-
-
-@pytest.fixture
-def pid_dir(tmp_path):
-    directory = tmp_path / "pids"
-    directory.mkdir()
-    yield directory
-    stray = kill_survivors(directory)
-    assert not stray, f"processes left behind: {stray}"
 
 
 def dsrun(pid_dir, *args):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.worker_output import marked_by_rank
+from tests.e2e.worker_output import launch_worker, marked_by_rank
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.e2e
@@ -20,8 +20,7 @@ MODELS = ["gpt2", "llama"]
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank",
-                           str(HERE / "inference_worker.py"), *args], capture_output=True, text=True, timeout=300)
+    return launch_worker("inference_worker.py", *args)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.pids import kill_survivors, recorded, running
+from tests.pids import recorded, running
 
 pytestmark = pytest.mark.e2e
 
@@ -20,15 +20,6 @@ WORKER = str(Path(__file__).with_name("leftovers_worker.py"))
 KINDS = ("worker", "child", "session", "bare", "middle", "grandchild", "bare-session")
 PIDS = 2 * len(KINDS)  # 2 ranks
 DEADLINE = 10.0
-
-
-@pytest.fixture
-def pid_dir(tmp_path):
-    directory = tmp_path / "pids"
-    directory.mkdir()
-    yield directory
-    stray = kill_survivors(directory)
-    assert not stray, f"processes left behind: {stray}"
 
 
 def start(pid_dir: Path) -> subprocess.Popen:

@@ -11,23 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.pids import kill_survivors, recorded, running
+from tests.pids import recorded, running
 
 pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 WORKER = str(Path(__file__).with_name("worker.py"))
 DSRUN = [sys.executable, "-m", "dsrun"]
-
-
-@pytest.fixture
-def pid_dir(tmp_path):
-    directory = tmp_path / "pids"
-    directory.mkdir()
-    yield directory
-    # Whatever a test asserted, nothing it started may survive it.
-    stray = kill_survivors(directory)
-    assert not stray, f"processes left behind: {stray}"
 
 
 def dsrun(*args, pid_dir=None, timeout=60, **kwargs):

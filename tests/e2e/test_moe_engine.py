@@ -2,21 +2,16 @@
 counts each expert once) at every ZeRO stage, and its checkpoint keys experts by global index."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.worker_output import marked_by_rank
+from tests.e2e.worker_output import launch_worker, marked_by_rank
 
 pytestmark = pytest.mark.e2e
 
-WORKER = Path(__file__).parent / "moe_engine_worker.py"
-
 
 def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(ranks), "--no_local_rank", str(WORKER),
-                           *args], capture_output=True, text=True, timeout=300)
+    return launch_worker("moe_engine_worker.py", *args, ranks=ranks)
 
 
 @pytest.mark.parametrize(("ranks", "stage", "options"), [

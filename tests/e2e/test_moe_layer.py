@@ -4,22 +4,18 @@ expert gradients averaged with `allreduce_expert_gradients` equal the reference'
 (the same value at both ep sizes); mistakes end the job with one line."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.worker_output import marked_by_rank
+from tests.e2e.worker_output import launch_worker, marked_by_rank
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).parent
 TOLERANCE = 1e-5
 
 
 def launch(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank",
-                           str(HERE / "moe_layer_worker.py"), *args], capture_output=True, text=True, timeout=300)
+    return launch_worker("moe_layer_worker.py", *args)
 
 
 @pytest.fixture(scope="module")

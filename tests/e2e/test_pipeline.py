@@ -3,21 +3,16 @@ layers trained as one module on the whole batch; tied copies stay equal; mistake
 
 import csv
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.worker_output import marked_by_rank
+from tests.e2e.worker_output import launch_worker, marked_by_rank
 
 pytestmark = pytest.mark.e2e
 
-HERE = Path(__file__).parent
-
 
 def launch(ranks: int, worker: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(ranks), "--no_local_rank",
-                           str(HERE / worker), *args], capture_output=True, text=True, timeout=300)
+    return launch_worker(worker, *args, ranks=ranks)
 
 
 def results(ranks: int, *args: str) -> dict:

@@ -1,8 +1,20 @@
-"""Reading what the e2e workers print: a marker word, then JSON (optionally after the printing rank)."""
+"""Launching the e2e workers under dsrun, and reading what they print: a marker word, then JSON (optionally after
+the printing rank)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def launch_worker(worker: str, *args: str, ranks: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`dsrun --num_gpus RANKS --no_local_rank tests/e2e/WORKER ARGS`, its output captured."""
+    return subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(ranks), "--no_local_rank",
+                           str(HERE / worker), *args], capture_output=True, text=True, timeout=timeout)
 
 
 def marked(stdout: str, marker: str):
