@@ -47,3 +47,11 @@ def test_an_agent_without_exits_still_reports_its_first_failure():
     report = from_done_events([event], {0: "h1", 1: "h1"})
     assert report.startswith("rank 1 on h1 failed first") and TRACE[-1] in report
     assert from_done_events([_done(0, None, {})], {}) is None
+
+
+def test_torchs_rank_prefix_does_not_split_a_group():
+    # Once the process group is up, torch prints an uncaught exception's lines as "[rankN]: ...".
+    tails = {rank: [f"[rank{rank}]: Traceback (most recent call last):", f"[rank{rank}]: KeyError: 'lm_head'"]
+             for rank in (0, 1, 12)}
+    groups = group_failures(dict.fromkeys(tails, 1), tails, first=1)
+    assert [(g.ranks, g.error) for g in groups] == [([0, 1, 12], "KeyError: 'lm_head'")]

@@ -7,6 +7,7 @@ what each node agent sent in its `done` event, so ranks on different hosts faili
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -36,13 +37,22 @@ def group_failures(codes: dict[int, int], tails: dict[int, list[str]], first: in
     by_error: dict[str, list[int]] = {}
     for rank in failed:
         lines = [line for line in tails.get(rank, []) if line.strip()]
-        by_error.setdefault(lines[-1].strip() if lines else "", []).append(rank)
+        by_error.setdefault(_error_of(lines[-1]) if lines else "", []).append(rank)
     groups = []
     for error, ranks in by_error.items():
         shown = first if first in ranks else ranks[0]
         groups.append(FailureGroup(ranks, error, list(tails.get(shown, []))))
     groups.sort(key=lambda g: (first not in g.ranks, g.ranks[0]))
     return groups
+
+
+# torch prefixes an uncaught exception's lines with the process's rank once the process group is up ("[rank3]: ...").
+_TORCH_RANK_PREFIX = re.compile(r"^\[rank\d+\]:\s*")
+
+
+def _error_of(last_line: str) -> str:
+    """The error a rank died of, without what differs between ranks failing alike (torch's rank prefix)."""
+    return _TORCH_RANK_PREFIX.sub("", last_line.strip())
 
 
 def failure_report(first: FirstFailure, codes: dict[int, int], tails: dict[int, list[str]]) -> str:
