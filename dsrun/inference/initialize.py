@@ -10,7 +10,7 @@ from torch.distributed.device_mesh import init_device_mesh
 
 from dsrun.console import say
 from dsrun.errors import UsageError, exit_on_usage_error
-from dsrun.inference import plans, shard, shard_load, weights
+from dsrun.inference import local_linear, plans, shard, shard_load, weights
 from dsrun.inference.config import InferenceConfig, parse
 from dsrun.inference.engine import InferenceEngine
 from dsrun.runtime.distributed import init_distributed
@@ -80,6 +80,7 @@ def build(model: nn.Module, config: Any = None, **kwargs: Any) -> InferenceEngin
         relayouts = shard.apply(model, plan, mesh, on_meta=True)
         shard_load.materialize_local(model, placement.device)
         shard_load.load(model, source, relayouts)
+        local_linear.run_locally(model, plan, mesh.get_group())
         return InferenceEngine(model, settings, tp_size, placement.device)
     if settings.checkpoint is not None:
         weights.load_into(model, settings.checkpoint)
@@ -88,6 +89,7 @@ def build(model: nn.Module, config: Any = None, **kwargs: Any) -> InferenceEngin
         plan = _plan(model, settings, tp_size)
         mesh = init_device_mesh(placement.device.type, (tp_size,), mesh_dim_names=("tp",))
         shard.apply(model, plan, mesh)
+        local_linear.run_locally(model, plan, mesh.get_group())
     return InferenceEngine(model, settings, tp_size, placement.device)
 
 
