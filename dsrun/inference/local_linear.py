@@ -26,7 +26,7 @@ class RowParallelLinear(nn.Linear):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, group: dist.ProcessGroup):
         super().__init__(weight.shape[1], weight.shape[0], bias=bias is not None, device="meta", dtype=weight.dtype)
         self.weight = nn.Parameter(weight, requires_grad=False)
-        self.bias = nn.Parameter(bias, requires_grad=False) if bias is not None else None
+        self.register_parameter("bias", nn.Parameter(bias, requires_grad=False) if bias is not None else None)
         self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -36,6 +36,7 @@ class RowParallelLinear(nn.Linear):
 
 
 def _local(param: torch.Tensor | None) -> torch.Tensor | None:
+    """A parameter's values on this rank, as a plain tensor."""
     if param is None:
         return None
     return param.to_local() if isinstance(param, DTensor) else param.data
@@ -54,7 +55,7 @@ def run_locally(model: nn.Module, plan: Plan, group: dist.ProcessGroup) -> None:
     local values, which drops the hooks with it."""
     for name, style in plan.styles.items():
         module = model.get_submodule(name)
-        weight, bias = _local(module.weight), _local(module.bias)
+        weight, bias = _local(module.get_parameter("weight")), _local(getattr(module, "bias", None))
         assert weight is not None
         new = RowParallelLinear(weight, bias, group) if style == ROWWISE else _plain_linear(weight, bias)
         parent_name, _, child = name.rpartition(".")
