@@ -83,6 +83,20 @@ def training_shape(plan: WorldPlan, pipeline_stages: int, notes: list[str]) -> t
     return shape, int(zero.prefetch_bucket_size)
 
 
+def _activation_notes(plan: WorldPlan, request: MemoryRequest) -> list[str]:
+    notes = []
+    assert request.model_input is not None
+    first = request.model_input.split(",")[0].partition(":")[0].lower().split("x")[0].strip()
+    micro = plan.batch.train_micro_batch_size_per_gpu if plan.batch else None
+    if micro is not None and first.isdigit() and int(first) != micro:
+        notes.append(f"--model-input's first dimension is {first}, the config's micro batch"
+                     f" (train_micro_batch_size_per_gpu) {micro}: the activations are for the shape given")
+    if request.pipeline_stages > 1:
+        notes.append("activations are those of the whole model for one micro-batch; a pipeline stage holds its own"
+                     " layers' share for each micro-batch in flight (1F1B: up to the stage count)")
+    return notes
+
+
 def _verdicts(nodes: list[NodeMemory], device: int, host: int, lean_device: int, accelerator: str) -> list[dict]:
     """Per node: does `device` fit one GPU and ranks x `host` the RAM (CPU nodes: ranks x both, the RAM)?
     `lean_device`: the device need with activation checkpointing. Nodes with the same verdict are grouped."""
@@ -122,6 +136,7 @@ def build(plan: WorldPlan, request: MemoryRequest) -> dict:
         saved = probe["activations"]
         activations = {"input": request.model_input, "without_checkpointing": saved["saved_bytes"],
                        "with_checkpointing": saved["checkpointed_bytes"]}
+        notes.extend(_activation_notes(plan, request))
     nodes = node_memory(plan, request.device_memory, request.host_memory)
 
     def one_stage(stage: int) -> dict:
