@@ -27,8 +27,8 @@ def test_model_factory_is_probed_on_the_meta_device():
     assert memory["parameters"] == 6792 and memory["parameters_from"] == "--model"
     assert memory["largest_layer"] == {"name": "2", "parameters": 4160, "bytes": 4 * 4160}
     # Saved for the backward, each storage once: the input (4x32 fp32, for the first weight's gradient) and the two
-    # ReLU outputs (4x64 each), which the next Linear saves too.
-    assert memory["activations"] == {"input": "4x32", "without_checkpointing": 4 * (4 * 32 + 2 * 4 * 64),
+    # ReLU outputs (4x64 each), which the next Linear saves too; and the output (4x8), alive until the loss is used.
+    assert memory["activations"] == {"input": "4x32", "without_checkpointing": 4 * (4 * 32 + 2 * 4 * 64 + 4 * 8),
                                      "with_checkpointing": memory["activations"]["with_checkpointing"]}
     assert memory["activations"]["with_checkpointing"] <= memory["activations"]["without_checkpointing"]
     assert memory["model_state"]["total"] == 16 * 6792  # no config: stage 0, fp32, Adam
@@ -51,3 +51,23 @@ def test_probe_refuses_what_is_not_a_model_factory(capsys, factory, message):
     assert main([f"tests.e2e.tiny_models:{factory}"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_meta_estimate_equals_the_same_count_on_real_tensors():
+    """Shapes alone must give what a real forward saves, attention included (the meta device would otherwise take
+    SDPA's math path, which saves the attention weights the flash kernel of a real run does not)."""
+    import torch
+
+    from bench.models import GPT, GPTConfig
+    from dsrun.probe.activations import saved_bytes
+    from dsrun.runtime.strategies.fully_sharded import block_runs
+
+    cfg = GPTConfig(vocab=64, context=32, width=32, heads=2, layers=2)
+    counts = []
+    for device in ("meta", "cpu"):
+        with torch.device(device):
+            model = GPT(cfg)
+            tokens = torch.zeros(4, cfg.context, dtype=torch.long)
+        counts.append(saved_bytes(model, (tokens,), [b for run in block_runs(model) for b in run]))
+    assert counts[0] == counts[1]
+    assert counts[0]["checkpointed_bytes"] < counts[0]["saved_bytes"]
