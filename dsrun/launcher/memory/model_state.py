@@ -143,9 +143,10 @@ def formula(shape: TrainingShape) -> str:
     p, states = shape.param_bytes, shape.optimizer_states * shape.state_bytes
     masters = shape.stage < 3 and (shape.masters or _steps_on_host(shape))
     state = f"4Ψ + {states}Ψ" if masters else f"{states}Ψ"
+    sharded = f"({state})/N" if "+" in state else f"{state}/N"
     text = {
         0: f"{p}Ψ + {p}Ψ + {state}",
-        1: f"{p}Ψ + {p}Ψ + ({state})/N",
+        1: f"{p}Ψ + {p}Ψ + {sharded}",
         2: f"{p}Ψ + ({p}Ψ + {state})/N",
         3: f"(4Ψ + 4Ψ + {states}Ψ)/N",
     }[shape.stage]
