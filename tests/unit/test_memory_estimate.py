@@ -65,6 +65,13 @@ def test_pipeline_stages_split_the_parameters_and_the_world():
     assert piped == alone
 
 
+def test_frozen_parameters_are_weights_only():
+    shape = TrainingShape(2, "bf16", "adamw", 2, False, "cuda", data_parallel=4)
+    assert estimate(shape, PSI, frozen=PSI).total == estimate(shape, PSI).total + 2 * PSI
+    sharded = TrainingShape(3, "bf16", "adamw", 2, False, "cuda", data_parallel=4)
+    assert estimate(sharded, PSI, frozen=PSI).params == estimate(sharded, PSI).params + 4 * PSI // 4
+
+
 def test_optimizer_state_counts():
     assert optimizer_states("SGD", {"momentum": 0.9}) == 1 and optimizer_states("sgd", {}) == 0
     assert optimizer_states("Adam", {"amsgrad": True}) == 3 and optimizer_states("Lamb", {}) == 2

@@ -1,7 +1,8 @@
 """The dry run's memory estimate: the plan + the run's config + the model's size -> the `memory` object.
 
 Fields of the object (bytes unless named otherwise; per rank unless named otherwise):
-  parameters, parameters_from    the model's parameter count and where it came from ("--model-params" or "--model")
+  parameters, parameters_from    the model's trainable parameter count and where it came from ("--model-params"
+                 or "--model"); frozen: --model's parameters with requires_grad false (weights only)
   world_size, pipeline_stages, data_parallel    N = data_parallel = world_size / pipeline_stages
   stage, precision, optimizer, optimizer_states, offload    what the config says (or what was assumed: `notes`)
   model_state    {params, grads, optimizer, masters, step_transient, device, host, total, formula}: see
@@ -130,6 +131,10 @@ def build(plan: WorldPlan, request: MemoryRequest) -> dict:
         probe = probe_client.probe(request.model, request.model_input, COMPUTE_DTYPE[shape.precision], unit_elements)
     parameters = probe["trainable"] if probe else request.model_params
     assert parameters is not None
+    frozen = probe["parameters"] - probe["trainable"] if probe else 0
+    if frozen:
+        notes.append(f"{frozen} frozen parameters (requires_grad false) count as weights only: no gradients, no"
+                     " optimizer state")
     compute = _DTYPE_BYTES[COMPUTE_DTYPE[shape.precision]]
     activations = None
     if probe and probe.get("activations"):
@@ -141,7 +146,7 @@ def build(plan: WorldPlan, request: MemoryRequest) -> dict:
 
     def one_stage(stage: int) -> dict:
         staged = replace(shape, stage=stage)
-        state = estimate(staged, parameters)
+        state = estimate(staged, parameters, frozen)
         gathered = 0
         if probe and stage == 3:
             gathered = compute * (probe["root_unit_parameters"] + 2 * probe["largest_unit_parameters"])
@@ -164,6 +169,7 @@ def build(plan: WorldPlan, request: MemoryRequest) -> dict:
     return {
         "parameters": parameters,
         "parameters_from": "--model" if probe else "--model-params",
+        "frozen": frozen,
         "world_size": plan.world_size,
         "pipeline_stages": shape.pipeline_stages,
         "data_parallel": shape.data_parallel,

@@ -101,17 +101,20 @@ def optimizer_states(type_name: str, params: dict) -> int | None:
     return _STATES.get(name)
 
 
-def estimate(shape: TrainingShape, parameters: int) -> ModelState:
-    """Per-rank model state for `parameters` in the whole model (split over the pipeline stages)."""
+def estimate(shape: TrainingShape, parameters: int, frozen: int = 0) -> ModelState:
+    """Per-rank model state for `parameters` trainable ones in the whole model (split over the pipeline stages), and
+    `frozen` ones (requires_grad False: weights only, no gradient or optimizer state)."""
     psi = -(-parameters // shape.pipeline_stages)  # the largest stage when the count does not divide
+    fixed = -(-frozen // shape.pipeline_stages)
     stage = shape.stage
     share = psi if stage == 0 else -(-psi // shape.data_parallel)  # elements this rank's optimizer steps
     away = _steps_on_host(shape)
     if stage == 3:
-        params, grads, masters = 4 * share, 4 * share, 0
+        # fully_shard shards every parameter of the module, frozen ones too.
+        params, grads, masters = 4 * (share + -(-fixed // shape.data_parallel)), 4 * share, 0
     else:
         p = shape.param_bytes
-        params = p * psi
+        params = p * (psi + fixed)
         grads = p * (share if stage == 2 else psi)
         # A separate fp32 master: half precision, or an fp32 model whose step runs in host memory.
         masters = 4 * share if shape.masters or away else 0
