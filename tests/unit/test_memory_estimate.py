@@ -8,10 +8,13 @@ import pytest
 
 from dsrun.cli.launch import main
 from dsrun.errors import UsageError
+from dsrun.launcher.memory import device_memory
 from dsrun.launcher.memory.device_memory import NodeMemory
 from dsrun.launcher.memory.estimate import _verdicts
 from dsrun.launcher.memory.model_state import TrainingShape, estimate, optimizer_states
 from dsrun.launcher.memory.sizes import parse_bytes, parse_count, show_bytes
+from dsrun.launcher.plan.devices import LocalDevices
+from dsrun.launcher.plan.world import LaunchSpec, build_plan
 
 REPO = Path(__file__).resolve().parents[2]
 NOOP = str(REPO / "examples" / "noop.py")
@@ -107,8 +110,8 @@ def test_show_bytes():
     assert show_bytes(80 * GiB) == "80.0 GiB" and show_bytes(130 * GiB) == "130 GiB" and show_bytes(12) == "12 B"
 
 
-def node(host, ranks=8, device=80 * GiB, ram=512 * GiB, source="given"):
-    return NodeMemory(host, ranks, device, ram, source)
+def node(host, ranks=8, device=80 * GiB, ram=512 * GiB, local=False):
+    return NodeMemory(host, ranks, device, ram, local)
 
 
 def test_gpu_verdicts_check_one_gpu_and_the_node_ram_for_offload():
@@ -122,13 +125,33 @@ def test_gpu_verdicts_check_one_gpu_and_the_node_ram_for_offload():
 
 
 def test_verdicts_unknown_and_checkpointing_and_cpu_nodes():
-    unknown = _verdicts([node("far", device=None, source="remote host, not contacted")], GiB, 0, GiB, "cuda")
-    assert unknown[0]["fits"] is None and unknown[0]["unknown_because"] == "remote host, not contacted"
+    unknown = _verdicts([node("far", device=None), node("here", device=None, local=True)], GiB, 0, GiB, "cuda")
+    assert [v["fits"] for v in unknown] == [None, None]
+    assert unknown[0]["unknown_because"] == "remote host, not contacted: give --device-memory"
+    assert unknown[1]["unknown_because"].startswith("nvidia-smi gave no memory")
     lean = _verdicts([node("a")], 90 * GiB, 0, 60 * GiB, "cuda")
     assert lean[0]["fits"] is False and lean[0]["with_checkpointing"] is True
     cpu = _verdicts([node("a", ranks=4, device=None, ram=16 * GiB)], 3 * GiB, GiB, 3 * GiB, "cpu")
     assert (cpu[0]["where"], cpu[0]["needs"], cpu[0]["fits"]) == ("RAM", 16 * GiB, True)
     assert _verdicts([node("a", ranks=5, device=None, ram=16 * GiB)], 3 * GiB, GiB, 3 * GiB, "cpu")[0]["fits"] is False
+
+
+def planned(pool, kind):
+    return build_plan(LaunchSpec("train.py", [], "python"), pool, LocalDevices(kind, "test", {0: "0", 1: "1"}),
+                      master_addr="127.0.0.1", master_port=29500, launcher="ssh", cores=[0, 1], user_env={})
+
+
+def test_node_memory_measures_this_machine_and_takes_given_figures_for_others(monkeypatch):
+    monkeypatch.setattr(device_memory, "ram_bytes", lambda: 64 * GiB)
+    monkeypatch.setattr(device_memory, "gpu_memory", lambda: {0: 24 * GiB, 1: 16 * GiB})
+    gpu = device_memory.node_memory(planned({"localhost": [0, 1], "far": [0, 1]}, "cuda"), None, None)
+    assert [(n.device, n.host_ram, n.local) for n in gpu] == [(16 * GiB, 64 * GiB, True), (None, None, False)]
+    given = device_memory.node_memory(planned({"localhost": [0], "far": [0]}, "cuda"), 80 * GiB, 256 * GiB)
+    assert [(n.device, n.host_ram) for n in given] == [(80 * GiB, 256 * GiB)] * 2
+    cpu = device_memory.node_memory(planned({"localhost": [0, 1], "far": [0]}, "cpu"), None, None)
+    assert [(n.ranks, n.device, n.host_ram) for n in cpu] == [(2, None, 64 * GiB), (1, None, None)]
+    # On CPU nodes --device-memory is the RAM the ranks share.
+    assert device_memory.node_memory(planned({"far": [0]}, "cpu"), 8 * GiB, None)[0].host_ram == 8 * GiB
 
 
 def run(capsys, *argv):

@@ -18,9 +18,9 @@ from dsrun.launcher.plan.world import WorldPlan, is_local_host
 class NodeMemory:
     host: str
     ranks: int  # ranks the plan puts on this node
-    device: int | None  # bytes of one GPU; None: unknown (or a CPU node, where ranks share `host`)
+    device: int | None  # bytes of one GPU; None: unknown, or a CPU node (its ranks share `host_ram`)
     host_ram: int | None  # bytes of RAM; None: unknown
-    source: str  # where the figures come from, shown next to the verdict
+    local: bool  # this machine (measured) or a remote host (only what the user gave)
 
 
 def gpu_memory() -> dict[int, int]:
@@ -48,22 +48,27 @@ def ram_bytes() -> int:
 
 
 def node_memory(plan: WorldPlan, device_memory: int | None, host_memory: int | None) -> list[NodeMemory]:
-    """One entry per node. Given figures apply to every node; this machine's own are measured otherwise."""
+    """One entry per node. Given figures apply to every node; this machine's own are measured otherwise. On CPU
+    nodes the ranks' device memory is the RAM: --device-memory, else --host-memory, sets it."""
+    cuda = plan.accelerator == "cuda"
     gpus: dict[int, int] | None = None
+    measured_ram: int | None = None
     nodes = []
     for node in plan.nodes:
         local = is_local_host(node.host)
-        device, ram, source = device_memory, host_memory, "given"
-        if local and (device is None or ram is None):
-            if plan.accelerator == "cuda" and device is None:
+        if local and measured_ram is None:
+            measured_ram = ram_bytes()
+        device = None
+        if cuda:
+            device = device_memory
+            if device is None and local:
                 gpus = gpu_memory() if gpus is None else gpus
                 sizes = [gpus[s] for s in node.slots if s in gpus]
                 device = min(sizes) if sizes and len(sizes) == len(node.slots) else None
-            ram = ram_bytes() if ram is None else ram
-            source = "this machine" if device_memory is None and host_memory is None else "given and this machine"
-        elif not local and (device is None if plan.accelerator == "cuda" else ram is None):
-            source = "remote host, not contacted: give --device-memory" + (
-                "" if plan.accelerator == "cuda" else " (on CPU nodes: the RAM all its ranks share)")
-        nodes.append(NodeMemory(node.host, len(node.ranks), device if plan.accelerator == "cuda" else None,
-                                ram if plan.accelerator == "cuda" else (ram if device is None else device), source))
+            ram = host_memory
+        else:
+            ram = device_memory if device_memory is not None else host_memory
+        if ram is None and local:
+            ram = measured_ram
+        nodes.append(NodeMemory(node.host, len(node.ranks), device, ram, local))
     return nodes

@@ -16,6 +16,9 @@ Fields of the object (bytes unless named otherwise; per rank unless named otherw
                  hosts, ranks (sharing `needs` on each of those hosts), with_checkpointing (fits only with activation
                  checkpointing), unknown_because}
   stages         (--memory-table) the same model_state / need / fits for stages 0-3
+  nodes          [{host, ranks, device, host_ram, local}]: the memory each node offers (null: unknown); device is one
+                 GPU's, null on CPU nodes, whose ranks share host_ram
+  unit_elements  stage 3's unit size (stage3_prefetch_bucket_size) the probe grouped blocks by
   notes          assumptions made (no config, an optimizer the config does not name, ...)
 """
 
@@ -98,6 +101,14 @@ def _activation_notes(plan: WorldPlan, request: MemoryRequest) -> list[str]:
     return notes
 
 
+def _unknown_because(node: NodeMemory, where: str) -> str:
+    if where == "GPU":
+        return ("nvidia-smi gave no memory for this machine's GPUs: give --device-memory" if node.local else
+                "remote host, not contacted: give --device-memory")
+    flag = "--host-memory" if where == "host RAM" else "--device-memory (a CPU node's RAM)"
+    return f"remote host, not contacted: give {flag}"
+
+
 def _verdicts(nodes: list[NodeMemory], device: int, host: int, lean_device: int, accelerator: str) -> list[dict]:
     """Per node: does `device` fit one GPU and ranks x `host` the RAM (CPU nodes: ranks x both, the RAM)?
     `lean_device`: the device need with activation checkpointing. Nodes with the same verdict are grouped."""
@@ -113,8 +124,8 @@ def _verdicts(nodes: list[NodeMemory], device: int, host: int, lean_device: int,
             fits = None if has is None else needs <= has
             lean_fits = has is not None and not fits and lean <= has
             ranks = 1 if where == "GPU" else node.ranks
-            key = (where, needs, has, fits, lean_fits, node.source if has is None else "", ranks)
-            groups.setdefault(key, []).append(node.host)
+            why = _unknown_because(node, where) if has is None else ""
+            groups.setdefault((where, needs, has, fits, lean_fits, why, ranks), []).append(node.host)
             if fits is False and not lean_fits:
                 break
     return [{"fits": fits, "where": where, "needs": needs, "has": has, "with_checkpointing": lean_fits,
