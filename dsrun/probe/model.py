@@ -33,13 +33,13 @@ def load_factory(spec: str) -> Callable[[], object]:
         path = Path(module_name)
         if not path.is_file():
             raise UsageError(f"--model {spec!r}: {path} does not exist")
+        sys.path.insert(0, str(path.resolve().parent))  # its own imports of sibling modules work as when run
         loaded = importlib.util.spec_from_file_location(path.stem, path)
         assert loaded is not None and loaded.loader is not None
         module = importlib.util.module_from_spec(loaded)
         sys.modules[path.stem] = module
         loaded.loader.exec_module(module)
-    else:
-        sys.path.insert(0, str(Path.cwd()))
+    else:  # `python -m dsrun.probe` has the working directory on sys.path already
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -32,11 +31,9 @@ def probe(spec: str, inputs: str | None, dtype: str, unit_elements: int, python:
     command = [python, "-m", "dsrun.probe", spec, "--dtype", dtype, "--unit-elements", str(unit_elements)]
     if inputs:
         command += ["--input", inputs]
-    env = dict(os.environ)
-    # The factory's module is found from the working directory, as `python -c "import MODULE"` would.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), env.get("PYTHONPATH", "")) if p)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT, env=env, check=False)
+        # `python -m` puts the working directory on sys.path: MODULE is found from here, as `import MODULE` would be.
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PROBE_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         raise UsageError(f"--model {spec}: the model probe (python -m dsrun.probe) took more than"
                          f" {PROBE_TIMEOUT:.0f} s") from None
