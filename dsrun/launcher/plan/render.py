@@ -13,8 +13,12 @@ _SHARED_ENV = ("WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "CROSS_SIZE", "DSRUN_
 _PER_RANK_SHOWN = ("RANK", "LOCAL_RANK", "NODE_RANK", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS")
 
 
-def plan_json(plan: WorldPlan) -> str:
-    return json.dumps(plan.to_dict(), indent=2)
+def plan_json(plan: WorldPlan, memory: dict | None = None) -> str:
+    """The plan as one JSON object; with a memory estimate, under "memory" (estimate.py documents its fields)."""
+    data = plan.to_dict()
+    if memory is not None:
+        data["memory"] = memory
+    return json.dumps(data, indent=2)
 
 
 def print_plan(plan: WorldPlan) -> None:
