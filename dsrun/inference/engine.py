@@ -10,6 +10,7 @@ from torch import nn
 
 from dsrun.errors import UsageError
 from dsrun.inference.config import InferenceConfig
+from dsrun.inference.cuda_graphs import GraphedForward
 
 
 class InferenceEngine(nn.Module):
@@ -21,12 +22,16 @@ class InferenceEngine(nn.Module):
         self.tp_size = tp_size
         self.device = device
         self.tp_group = tp_group  # this rank's tensor-parallel group (its replica); None when tp_size is 1
+        self._graphed = GraphedForward(module) if config.enable_cuda_graph else None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         with torch.no_grad():
+            if self._graphed is not None:
+                return self._graphed(*args, **kwargs)
             return self.module(*args, **kwargs)
 
     def generate(self, *args: Any, **kwargs: Any) -> Any:
+        # Never through the CUDA graphs: the KV cache grows every token, so each step would be a new signature.
         generate = getattr(self.module, "generate", None)
         if not callable(generate):
             raise UsageError(f"{type(self.module).__name__} has no generate(): call the engine to run the model")

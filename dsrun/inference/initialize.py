@@ -28,7 +28,9 @@ def _notes(config: InferenceConfig, model: nn.Module, device: torch.device) -> l
             notes.append(f"no dtype given: the model stays {current} (DeepSpeed would cast it to torch.float16);"
                          " pass dtype= to choose")
     if config.enable_cuda_graph and device.type == "cuda":
-        notes.append("enable_cuda_graph: the model runs without CUDA graph capture (not implemented in dsrun)")
+        notes.append("enable_cuda_graph: engine(...) is captured once per input signature (shapes, dtypes) and"
+                     " replayed; its outputs are overwritten by the next call of that signature (clone to keep them);"
+                     " generate() runs uncaptured (its KV cache changes shape every token)")
     return notes
 
 
