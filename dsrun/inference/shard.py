@@ -1,4 +1,4 @@
-"""Apply a plan with PyTorch's tensor parallelism: ColwiseParallel / RowwiseParallel on a 1-D mesh of the world.
+"""Apply a plan with PyTorch's tensor parallelism: ColwiseParallel / RowwiseParallel on a replica's 1-D tp mesh.
 
 GPT-2's projections are `Conv1D` (y = x @ W + b, W stored as in x out), which torch's parallel styles do not know;
 they become nn.Linear with the transposed weight first, the same function. Its fused c_attn computes [q | k | v]
