@@ -2,7 +2,8 @@
 inputs. Each rank prints `INFER <rank> <json>` with:
 
 - `replicas`: per model (tiny GPT-2, tiny Llama), the largest difference of the engine's logits from the unsplit
-  model's (seed 1) on this replica's own input, although every rank built its model with its own seed; the input
+  model's (seed 1) on this replica's own input, although every rank built its model with its own seed (and the same
+  at tp_size 1: four replicas of the whole model); the input
   itself; the bytes of the split layers this rank holds against their whole size; tokens sampled after seeding
   every rank differently.
 - `files`: per model, a model on the meta device filled from a consolidated .safetensors and a .pt file at tp 2:
@@ -49,7 +50,9 @@ def replicas(name: str) -> dict:
         want = reference(ids).logits
     torch.manual_seed(100 + rank)
     sampled = engine.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=8, do_sample=True, top_k=0)
+    unsplit = dsrun.init_inference(BUILD[name](seed=1 + 10 * rank), dtype=torch.float32, tensor_parallel={"tp_size": 1})
     return {"logits": (engine(ids).logits - want).abs().max().item(), "ids": ids.tolist(),
+            "logits_tp1": (unsplit(ids).logits - want).abs().max().item(),  # 4 replicas of the whole model
             "bytes": split_bytes(engine, reference), "sampled": sampled.tolist()}
 
 

@@ -27,6 +27,7 @@ def served() -> dict:
 def test_each_replica_gives_the_unsplit_models_logits_on_its_own_input(served, model):
     for rank, results in served.items():
         assert results["replicas"][model]["logits"] <= TOLERANCE, (rank, results["replicas"][model])
+        assert results["replicas"][model]["logits_tp1"] <= TOLERANCE, (rank, results["replicas"][model])
     inputs = [served[rank]["replicas"][model]["ids"] for rank in range(4)]
     assert inputs[0] == inputs[1] and inputs[2] == inputs[3] and inputs[0] != inputs[2]
 
