@@ -68,6 +68,7 @@ def build(model: nn.Module, config: Any = None, **kwargs: Any) -> InferenceEngin
     if placement.rank == 0:
         for note in _notes(settings, model, placement.device):
             say(f"note: {note}")
+    _check_experts_whole(model)
     model.eval()
     on_meta = any(p.is_meta for p in model.parameters())
     if on_meta and settings.checkpoint is None:
@@ -106,6 +107,18 @@ def build(model: nn.Module, config: Any = None, **kwargs: Any) -> InferenceEngin
         shard.apply(model, plan, mesh["tp"])
         local_linear.run_locally(model, plan, mesh.get_group("tp"))
     return InferenceEngine(model, settings, tp_size, placement.device, tp_group)
+
+
+def _check_experts_whole(model: nn.Module) -> None:
+    """A dsrun MoE layer built with ep_size > 1 holds only its rank's experts: broadcasting rank 0's weights would
+    give every rank rank 0's experts under other experts' indices. Inference runs every expert on every rank."""
+    from dsrun.moe.layer import MoE
+
+    for name, module in model.named_modules():
+        if isinstance(module, MoE) and module.ep_size > 1:
+            raise UsageError(f"{name} is an MoE layer built with ep_size={module.ep_size}: init_inference has no"
+                             " expert parallelism; build the model with ep_size=1 (every rank holds every expert) and"
+                             " pass the checkpoint trained at any ep_size")
 
 
 def _weights_of_replica_zero(model: nn.Module, mesh: DeviceMesh) -> None:
