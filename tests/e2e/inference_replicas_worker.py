@@ -27,7 +27,7 @@ from pathlib import Path
 import safetensors.torch  # imported before any memory is measured
 import torch
 import torch.distributed as dist
-from inference_worker import BUILD, VOCAB, local_bytes, params_on_meta, split_bytes
+from inference_worker import BUILD, VOCAB, nbytes, params_on_meta, split_bytes
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -194,16 +194,15 @@ def moe(workdir: Path) -> dict:
         untrained = MoENet(ep_size=1)(x)
     engine.save_checkpoint(workdir / "moe")
     served = dsrun.init_inference(MoENet(ep_size=1), tensor_parallel={"tp_size": TP}, checkpoint=str(workdir / "moe"))
-    split = sorted(name for name, p in served.module.named_parameters()
-                   if hasattr(p, "placements") and any(place.is_shard() for place in p.placements))
+    whole = dict(MoENet(ep_size=1).named_parameters())
+    split = sorted(name for name, p in served.module.named_parameters() if p.numel() < whole[name].numel())
     empty = dsrun.init_inference(params_on_meta(MoENet(ep_size=1)), tensor_parallel={"tp_size": TP},
                                  checkpoint=str(workdir / "moe"))
     experts = "moe.deepspeed_moe.experts."
     return {"logits": (served(x) - want).abs().max().item(), "logits_from_meta": (empty(x) - want).abs().max().item(),
             "moved": (want - untrained).abs().max().item(), "split": split,
-            "expert_bytes": sum(local_bytes(p) for n, p in empty.module.named_parameters() if n.startswith(experts)),
-            "all_expert_bytes": sum(p.numel() * p.element_size() for n, p in MoENet(ep_size=1).named_parameters()
-                                    if n.startswith(experts))}
+            "expert_bytes": sum(nbytes(p) for n, p in empty.module.named_parameters() if n.startswith(experts)),
+            "all_expert_bytes": sum(nbytes(p) for n, p in whole.items() if n.startswith(experts))}
 
 
 def main() -> None:
