@@ -2,11 +2,12 @@
 rank reads only the rows and columns of its own part of every split weight (and the whole weights, which every
 rank keeps).
 
-- `.safetensors`: `safe_open(...).get_slice(name)[rows, cols]` copies just those bytes out of the file.
-- `.pt`: `torch.load(mmap=True)` maps the file without reading it; copying a slice of a mapped tensor reads the pages
-  the slice covers. A slice of columns covers every page holding part of one of its rows: with rows shorter than a
-  page (4 KiB: 1024 float32) that is every page of the tensor. Read pages sit in the page cache, shared between the
-  ranks, not in a rank's own memory; what a rank allocates is its part only.
+- `.safetensors`: `safe_open(...).get_slice(name)[rows, cols]`, a tensor over those bytes of the file's memory map.
+- `.pt`: `torch.load(mmap=True)` maps the file without reading it; the slice is a view of a mapped tensor.
+Copying the slice into the rank's part reads the pages it covers. A slice of columns covers every page holding part
+of one of its rows: with rows shorter than a page (4 KiB: 1024 float32) that is every page of the tensor, and the
+kernel maps cached neighbouring pages along with each one read (fault-around). Read pages sit in the page cache,
+shared between the ranks, not in a rank's own memory; what a rank allocates is its part only.
 
 A weight whose layout the split changed (GPT-2's Conv1D transposed into nn.Linear, the fused qkv regrouped; see
 shard.Relayout) is read the same way: the rank's rows of the regrouped weight map back to a few runs of rows (or,
