@@ -108,10 +108,13 @@ def compare(name: str, workdir: Path) -> dict:
 def params_on_meta(model: nn.Module) -> nn.Module:
     """The model with its parameters on the meta device and its buffers kept (as accelerate's init_empty_weights
     builds one)."""
+    moved: dict[int, nn.Parameter] = {}  # tied weights (GPT-2's lm_head and wte) stay one parameter
     for module in model.modules():
         for key, param in list(module._parameters.items()):
             if param is not None:
-                module._parameters[key] = nn.Parameter(param.to("meta"), requires_grad=False)
+                if id(param) not in moved:
+                    moved[id(param)] = nn.Parameter(param.to("meta"), requires_grad=False)
+                module._parameters[key] = moved[id(param)]
     return model
 
 
