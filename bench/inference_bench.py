@@ -12,6 +12,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -40,7 +41,15 @@ def main() -> None:
     tp1: list[float] = []
     tp2: list[float] = []
     ratios: list[float] = []
-    peaks: dict[str, list[float]] = {"tp1": [], "tp2": []}
+    peaks: dict[str, list[float]] = {"tp1": [], "tp2": [], "tp2_meta": []}
+    anon: dict[str, list[float]] = {"tp1": [], "tp2": [], "tp2_meta": []}
+    with tempfile.TemporaryDirectory() as scratch:
+        weights = str(Path(scratch) / "model.safetensors")
+        subprocess.run([sys.executable, WORKER, "save", weights], check=True, timeout=600)
+        # Once: built on the meta device and read from the file, a rank holds only its share of the split layers.
+        meta = run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", WORKER, "tp", "1", weights])
+        peaks["tp2_meta"] = meta["peak_mib"]
+        anon["tp2_meta"] = meta["anon_peak_mib"]
     for _ in range(args.rounds):
         one = run([sys.executable, WORKER, "interleaved", str(args.reps)])
         two = run([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", WORKER, "tp", str(args.reps)])
@@ -52,12 +61,16 @@ def main() -> None:
         ratios += [engine / plain for engine, plain in zip(one["engine"], one["hf"], strict=True)]
         peaks["tp1"] += one["peak_mib"]
         peaks["tp2"] += two["peak_mib"]
+        anon["tp1"] += one["anon_peak_mib"]
+        anon["tp2"] += two["anon_peak_mib"]
     print(f"plain HF generate       {spread(hf)} tokens/s ({one['threads']} threads)")
     print(f"init_inference tp 1     {spread(tp1)} tokens/s; each / the HF run beside it: {spread(ratios, 2)}x")
     print(f"init_inference tp 2     {spread(tp2)} tokens/s ({two['threads']} thread per rank);"
           f" / tp 1: {statistics.median(tp2) / statistics.median(tp1):.2f}x median, {max(tp2) / max(tp1):.2f}x best")
     print(f"best tp 1 / best HF     {max(tp1) / max(hf):.2f}x")
-    print(f"peak RSS per rank (MiB) tp 1 {max(peaks['tp1']):.0f}, tp 2 {max(peaks['tp2']):.0f}")
+    for name, figures in (("peak RSS", peaks), ("peak anonymous RSS (no file pages)", anon)):
+        print(f"{name} per rank, MiB: tp 1 {max(figures['tp1']):.0f}, tp 2 {max(figures['tp2']):.0f} (each rank"
+              f" builds the whole model first), tp 2 from a meta model + .safetensors {max(figures['tp2_meta']):.0f}")
 
 
 if __name__ == "__main__":
