@@ -15,7 +15,7 @@ from typer._click import ClickException  # typer vendors click and re-exports it
 
 from dsrun import __version__
 from dsrun.cli.abbrev import Flag, expand_prefixes
-from dsrun.console import error
+from dsrun.console import error, say
 from dsrun.errors import UsageError
 from dsrun.exit_codes import INTERNAL
 
@@ -99,6 +99,10 @@ def launch(
     log_dir: Path | None = typer.Option(
         None, "--log-dir", "--log_dir", "--enable_each_rank_log", help="Write each rank's output to DIR/rank{N}.log.",
         rich_help_panel=OUTPUT, show_default=False),
+    live: bool = typer.Option(
+        False, "--live", help="On a terminal: a table of every rank (state, CPU, memory, step, loss, samples/s)"
+        " updated in place, the output scrolling above it (with -q and --log-dir: only in the log dir). Local runs"
+        " only for now.", rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(
         False, "-q", "--quiet", help="Launcher messages only on error; with --log-dir, no console copy.",
         rich_help_panel=OUTPUT),
@@ -177,8 +181,13 @@ def launch(
             render.print_plan(plan)
             render_remote.print_remote(plan)
         return
+    from dsrun.launcher.live.view import live_wanted
     from dsrun.launcher.plan.world import WorldPlan
     from dsrun.launcher.restarts import run_with_restarts
+
+    live = live_wanted(live, sys.stdout)
+    if live and plan.launcher in ("ssh", "slurm"):
+        say("note: --live shows local runs only for now")
 
     def run(attempt: WorldPlan) -> int:
         if attempt.launcher == "ssh":
@@ -194,7 +203,7 @@ def launch(
         from dsrun.launcher.backends.local import run_local
 
         return run_local(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                         hang_timeout=hang_timeout)
+                         hang_timeout=hang_timeout, live=live)
 
     code = run_with_restarts(plan, run, max_restarts, restart_backoff)
     raise typer.Exit(code)

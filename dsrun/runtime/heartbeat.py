@@ -18,7 +18,14 @@ import os
 import zlib
 
 from dsrun.launcher.node.progress import (
-    BODY, CHECK, JOINED, MEMFD_NAME, NO_SAMPLES, PROGRESS_ENV, RENDEZVOUS, SLOT_SIZE,
+    BODY,
+    CHECK,
+    JOINED,
+    MEMFD_NAME,
+    NO_SAMPLES,
+    PROGRESS_ENV,
+    RENDEZVOUS,
+    SLOT_SIZE,
 )
 
 _slot: mmap.mmap | None = None

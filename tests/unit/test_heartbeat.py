@@ -7,7 +7,15 @@ import os
 import pytest
 
 from dsrun.launcher.node.progress import (
-    JOINED, NO_SAMPLES, PROGRESS_ENV, RENDEZVOUS, SLOT_SIZE, Progress, ProgressBoard, decode, encode,
+    JOINED,
+    NO_SAMPLES,
+    PROGRESS_ENV,
+    RENDEZVOUS,
+    SLOT_SIZE,
+    Progress,
+    ProgressBoard,
+    decode,
+    encode,
 )
 from dsrun.runtime import heartbeat
 
