@@ -59,7 +59,7 @@ def test_a_sample_count_that_goes_back_starts_the_rate_again():
 
 
 def test_the_table_fits_80_columns_with_every_column():
-    rows = RowBuilder({0: "node-a.cluster.example.org"}, started=0.0)
+    rows = RowBuilder({0: "a-very-long-node-name-0017.cluster.example.org"}, started=0.0)
     rows.row(0, RankSeen(123456, None, Progress(1, 32, 1.0, 1)), USAGE, now=1.0)
     row = rows.row(0, RankSeen(123456, None, Progress(3, 96, 0.8125, 2)), USAGE, now=3.0)
     out = io.StringIO()
@@ -67,7 +67,7 @@ def test_the_table_fits_80_columns_with_every_column():
     text = out.getvalue()
     assert "dsrun · 1 rank(s) · 1m15s" in text
     assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
-    for cell in ("node-a", "123456", "running", "97", "300 MiB", "0.8125 @2", "32.0", "0 s"):
+    for cell in ("a-very-l…", "123456", "running", "97", "300 MiB", "0.8125 @2", "32.0", "0 s"):
         assert cell in text, cell
     header = next(line for line in text.splitlines() if "rank" in line and "host" in line)
     assert header.split() == ["rank", "host", "pid", "state", "CPU%", "RSS", "step", "loss", "samples/s", "idle"]

@@ -24,7 +24,7 @@ from dsrun.launcher.live.rows import RankRow, RankSeen, RowBuilder
 from dsrun.launcher.live.usage import NO_USAGE, UsageProbe
 
 OUTPUT_SECONDS = 0.1
-HOST_WIDTH = 10
+HOST_WIDTH = 9  # "localhost"
 _LABEL_STYLES = ("cyan", "yellow", "magenta", "green", "blue", "red")  # the plain console's colours, in order
 
 
@@ -58,12 +58,10 @@ def render_table(rows: list[RankRow], elapsed: float) -> Table:
     """Fits 80 columns: hosts show their short name (up to the first dot), cut to HOST_WIDTH."""
     table = Table(title=f"dsrun · {len(rows)} rank(s) · {_seconds(elapsed)}", title_justify="left",
                   box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0), expand=False)
-    table.add_column("rank", justify="right", no_wrap=True, min_width=4)
+    table.add_column("rank", justify="right", no_wrap=True)
     table.add_column("host", no_wrap=True, overflow="ellipsis", max_width=HOST_WIDTH)
-    table.add_column("pid", justify="right", no_wrap=True)
-    table.add_column("state", no_wrap=True, min_width=14)
-    for header, width in (("CPU%", 4), ("RSS", 7), ("step", 4), ("loss", 6), ("samples/s", 9), ("idle", 5)):
-        table.add_column(header, justify="right", no_wrap=True, min_width=width)
+    for header in ("pid", "state", "CPU%", "RSS", "step", "loss", "samples/s", "idle"):
+        table.add_column(header, justify="left" if header == "state" else "right", no_wrap=True)
     for row in rows:
         table.add_row(
             str(row.rank), row.host.split(".", 1)[0], str(row.pid), row.state,
