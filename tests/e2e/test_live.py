@@ -28,6 +28,24 @@ def screen_text(raw: bytes) -> str:
     return ANSI.sub(b"", raw).replace(b"\r", b"").decode("utf-8", "replace")
 
 
+def final_screen(raw: bytes) -> list[str]:
+    """The terminal's lines (scrollback included) once `raw` is written to it, following the only cursor moves the
+    live view makes: carriage return, newline, erase the line, one line up."""
+    lines, row = [""], 0
+    for token in re.split(rb"(\x1b\[[0-9;?]*[A-Za-z]|\r|\n)", raw):
+        if token == b"\n":
+            row += 1
+            if row == len(lines):
+                lines.append("")
+        elif token in (b"\x1b[2K", b"\r"):
+            lines[row] = "" if token == b"\x1b[2K" else lines[row]
+        elif token == b"\x1b[1A":
+            row = max(row - 1, 0)
+        elif not token.startswith(b"\x1b"):
+            lines[row] += token.decode("utf-8", "replace")  # a line is only ever written from its start here
+    return lines
+
+
 def steps_on(text: str) -> dict[int, int]:
     """The last step shown for each running rank in `text`."""
     return {int(m[1]): int(m[6]) for m in ROW.finditer(text) if m[3] == "running" and m[6] != "-"}
@@ -75,8 +93,13 @@ def test_the_live_view_shows_every_rank_and_updates_in_place(pid_dir):
     first = next(steps_on(screen_text(raw)) for raw in screens if len(steps_on(screen_text(raw))) == 2)
     last = steps_on(text)
     assert set(last) == {0, 1} and all(last[rank] > first[rank] for rank in (0, 1)), (first, last)
+    # What stays on the screen: every worker line once, above the one table, which shows how each rank ended.
+    screen = final_screen(screens[-1])
+    title = next(i for i, line in enumerate(screen) if line.startswith("dsrun · 2 rank(s)"))
+    assert sum(line.startswith("dsrun · 2 rank(s)") for line in screen) == 1, "\n".join(screen)
     for rank in (0, 1):
-        assert re.search(rf"^\s*{rank}\s+\S+\s+\d+\s+exited 0\s", text, re.MULTILINE), text[-3000:]  # the end
-        assert f"[rank {rank}] rank {rank} step 8" in text  # the workers' output, above the table
-    assert "dsrun: all 2 worker(s) finished" in text
+        shown = [line for line in screen[:title] if line.startswith(f"[rank {rank}] ")]
+        assert shown == [f"[rank {rank}] rank {rank} step {step}" for step in range(1, 9)], "\n".join(screen)
+        assert any(re.match(rf"\s*{rank}\s+\S+\s+\d+\s+exited 0\s", line) for line in screen[title:])
+    assert screen[-2:] == ["dsrun: all 2 worker(s) finished", ""], "\n".join(screen)
 
