@@ -113,3 +113,44 @@ def test_the_check_uses_the_real_stdout_of_a_pipe():
     finally:
         os.close(read)
         os.close(write)
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """The backends replaced by recorders: which one ran, and whether it was asked for the live view."""
+    from dsrun.launcher.backends import local
+    from dsrun.launcher.backends.ssh import run as ssh
+
+    calls = []
+    monkeypatch.setattr(local, "run_local", lambda plan, **kw: calls.append(("local", kw.get("live"))) or 0)
+    monkeypatch.setattr(ssh, "run_ssh", lambda plan, **kw: calls.append(("ssh", kw.get("live"))) or 0)
+    return calls
+
+
+def launch(argv: list[str], tmp_path) -> int:
+    from dsrun.cli import main
+
+    script = tmp_path / "train.py"
+    script.write_text("")
+    with pytest.raises(SystemExit) as end:
+        main([*argv, str(script)])
+    return end.value.code
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_a_local_run_gets_the_view_only_on_a_terminal(terminal, launches, capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: terminal)
+    monkeypatch.setenv("TERM", "xterm")
+    assert launch(["--live", "--device", "cpu"], tmp_path) == 0
+    assert launches == [("local", terminal)]
+    assert "--live" not in capsys.readouterr().err
+
+
+def test_a_remote_run_says_in_one_line_that_the_view_is_local_only(launches, capsys, monkeypatch, tmp_path):
+    hostfile = tmp_path / "hostfile"
+    hostfile.write_text("w0 slots=1\nw1 slots=1\n")
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    monkeypatch.setenv("TERM", "xterm")
+    assert launch(["--live", "-H", str(hostfile), "--device", "cpu"], tmp_path) == 0
+    assert launches == [("ssh", None)]
+    assert "dsrun: note: --live shows local runs only for now\n" in capsys.readouterr().err
