@@ -186,7 +186,7 @@ def launch(
     from dsrun.launcher.restarts import run_with_restarts
 
     live = live_wanted(live, sys.stdout)
-    if live and plan.launcher in ("ssh", "slurm"):
+    if live and plan.launcher in ("ssh", "slurm") and not quiet:
         say("note: --live shows local runs only for now")
 
     def run(attempt: WorldPlan) -> int:
