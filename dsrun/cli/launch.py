@@ -15,7 +15,7 @@ from typer._click import ClickException  # typer vendors click and re-exports it
 
 from dsrun import __version__
 from dsrun.cli.abbrev import Flag, expand_prefixes
-from dsrun.console import error, say
+from dsrun.console import error
 from dsrun.errors import UsageError
 from dsrun.exit_codes import INTERNAL
 
@@ -101,8 +101,8 @@ def launch(
         rich_help_panel=OUTPUT, show_default=False),
     live: bool = typer.Option(
         False, "--live", help="On a terminal: a table of every rank (state, CPU, memory, step, loss, samples/s)"
-        " updated in place, the output scrolling above it (with -q and --log-dir: only in the log dir). Local runs"
-        " only for now.", rich_help_panel=OUTPUT),
+        " updated in place, the output scrolling above it (with -q and --log-dir: only in the log dir).",
+        rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(
         False, "-q", "--quiet", help="Launcher messages only on error; with --log-dir, no console copy.",
         rich_help_panel=OUTPUT),
@@ -186,20 +186,19 @@ def launch(
     from dsrun.launcher.restarts import run_with_restarts
 
     live = live_wanted(live, sys.stdout)
-    if live and plan.launcher in ("ssh", "slurm") and not quiet:
-        say("note: --live shows local runs only for now")
 
     def run(attempt: WorldPlan) -> int:
         if attempt.launcher == "ssh":
             from dsrun.launcher.backends.ssh.run import run_ssh
 
             return run_ssh(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout, hang_timeout=hang_timeout)
+                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout, hang_timeout=hang_timeout,
+                           live=live)
         if attempt.launcher == "slurm":
             from dsrun.launcher.backends.slurm.run import run_slurm
 
             return run_slurm(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                             hang_timeout=hang_timeout)
+                             hang_timeout=hang_timeout, live=live)
         from dsrun.launcher.backends.local import run_local
 
         return run_local(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,

@@ -51,15 +51,15 @@ def steps_on(text: str) -> dict[int, int]:
     return {int(m[1]): int(m[6]) for m in ROW.finditer(text) if m[3] == "running" and m[6] != "-"}
 
 
-def run_on_a_terminal(pid_dir, *args, timeout=60.0):
-    """Run dsrun with stdout and stderr on a pseudo-terminal of 120 columns; returns (exit code, screens), where
-    screens are the bytes read so far at each read."""
+def run_on_a_terminal(args, env, cwd=None, timeout=60.0):
+    """Run `dsrun ARGS` with stdout and stderr on a pseudo-terminal of 120 columns; returns (exit code, screens),
+    where screens are the bytes read so far at each read."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    env = {**os.environ, "PID_DIR": str(pid_dir), "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
+    env = {**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "dsrun", "--num_gpus", "2", "--no_local_rank", *args],
-                            stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env, close_fds=True)
+    proc = subprocess.Popen([sys.executable, "-m", "dsrun", *args], stdin=subprocess.DEVNULL, stdout=slave,
+                            stderr=slave, env=env, cwd=cwd, close_fds=True)
     os.close(slave)
     raw, screens = b"", []
     deadline = time.monotonic() + timeout
@@ -85,7 +85,8 @@ def run_on_a_terminal(pid_dir, *args, timeout=60.0):
 
 
 def test_the_live_view_shows_every_rank_and_updates_in_place(pid_dir):
-    code, screens = run_on_a_terminal(pid_dir, "--live", str(WORKER), "8", "0.25")
+    code, screens = run_on_a_terminal(["--num_gpus", "2", "--no_local_rank", "--live", str(WORKER), "8", "0.25"],
+                                      {**os.environ, "PID_DIR": str(pid_dir)})
     text = screen_text(screens[-1])
     assert code == 0, text[-3000:]
     assert "dsrun · 2 rank(s)" in text

@@ -146,11 +146,10 @@ def test_a_local_run_gets_the_view_only_on_a_terminal(terminal, launches, capsys
     assert "--live" not in capsys.readouterr().err
 
 
-def test_a_remote_run_says_in_one_line_that_the_view_is_local_only(launches, capsys, monkeypatch, tmp_path):
+def test_a_remote_run_gets_the_view_too(launches, monkeypatch, tmp_path):
     hostfile = tmp_path / "hostfile"
     hostfile.write_text("w0 slots=1\nw1 slots=1\n")
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
     monkeypatch.setenv("TERM", "xterm")
     assert launch(["--live", "-H", str(hostfile), "--device", "cpu"], tmp_path) == 0
-    assert launches == [("ssh", None)]
-    assert "dsrun: note: --live shows local runs only for now\n" in capsys.readouterr().err
+    assert launches == [("ssh", True)]

@@ -69,6 +69,7 @@ def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_ti
         log_dir=log_dir,
         watch=LocalHangWatch(hang_timeout, log_dir, say) if hang_timeout is not None else None,
         live=view,
+        screen=view,
     )
     with view if view is not None else contextlib.nullcontext():
         outcome = supervisor.run()

@@ -2,9 +2,12 @@
 loop, with the workers' output scrolling above it.
 
 rich's Live keeps its region at the bottom of the terminal and prints whatever goes through its Console above it,
-so every worker line is printed through that Console (OutputRouter hands them over: see `line`) and dsrun's own
-messages reach it through the redirected sys.stderr. Each print also redraws the table; lines are therefore
-gathered and printed together every OUTPUT_SECONDS, so a chatty worker costs one redraw per batch, not per line.
+so every worker line is printed through that Console (OutputRouter, or over SSH and Slurm the relay, hands them
+over: see `line`) and dsrun's own messages reach it through the redirected sys.stderr. A local run's supervisor
+calls `show` with what it sees and psutil is read here; over SSH and Slurm each node agent reads its own ranks and
+the launcher calls `update` with what the agents relay (relayed.py). Each print also redraws the table; lines are
+therefore gathered and printed together every OUTPUT_SECONDS, so a chatty worker costs one redraw per batch, not
+per line.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from dsrun.launcher.live.rows import RankRow, RankSeen, RowBuilder
+from dsrun.launcher.live.rows import RankRow, RankSeen, RowBuilder, Usage
 from dsrun.launcher.live.usage import NO_USAGE, UsageProbe
 
 OUTPUT_SECONDS = 0.1
@@ -82,6 +85,8 @@ class LiveView:
         self.console = console or Console()
         self._started = time.monotonic()
         self._rows = RowBuilder(hosts, self._started)
+        self._latest: dict[int, RankRow] = {}
+        self._rows_lock = threading.Lock()  # the relay threads of several hosts may update at once
         self._usage = UsageProbe()
         self._live = Live(render_table([], 0.0), console=self.console, auto_refresh=False, transient=False,
                           redirect_stdout=True, redirect_stderr=True)
@@ -102,13 +107,21 @@ class LiveView:
         self._live.stop()
 
     def show(self, seen: dict[int, RankSeen], now: float) -> None:
-        rows = []
-        for rank, one in sorted(seen.items()):
-            usage = self._usage.read(one.pid) if one.returncode is None else NO_USAGE
+        """This machine's ranks, from its supervisor; CPU and memory are read here."""
+        ranks = {}
+        for rank, one in seen.items():
+            ranks[rank] = (one, self._usage.read(one.pid) if one.returncode is None else NO_USAGE)
             if one.returncode is not None:
                 self._usage.forget(one.pid)
-            rows.append(self._rows.row(rank, one, usage, now))
-        self._live.update(render_table(rows, now - self._started), refresh=True)
+        self.update(ranks, now)
+
+    def update(self, ranks: dict[int, tuple[RankSeen, Usage]], now: float) -> None:
+        """Some ranks as seen at `now` (time.monotonic); the others keep their last row."""
+        with self._rows_lock:
+            for rank, (one, usage) in ranks.items():
+                self._latest[rank] = self._rows.row(rank, one, usage, now)
+            table = render_table([self._latest[rank] for rank in sorted(self._latest)], now - self._started)
+        self._live.update(table, refresh=True)
 
     def line(self, rank: int, label: str, text: bytes) -> None:
         """A worker's output line (stdout or stderr alike: both would otherwise scramble the table)."""
@@ -116,6 +129,11 @@ class LiveView:
         shown.append_text(Text.from_ansi(text.decode("utf-8", "replace").rstrip("\n")))
         with self._lock:
             self._pending.append(shown)
+
+    def text(self, text: bytes) -> None:
+        """A line that is no rank's (a node agent's own message), shown as it is."""
+        with self._lock:
+            self._pending.append(Text.from_ansi(text.decode("utf-8", "replace").rstrip("\n")))
 
     def _flush(self) -> None:
         with self._lock:

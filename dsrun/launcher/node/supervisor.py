@@ -6,8 +6,9 @@ it the same way; whatever ends the job, every process it started is gone when `r
 itself is killed outright (SIGKILL), its watchdog (watchdog.py), started before any worker, kills what is left of
 the job. With a progress watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop;
 when the watch says the job hangs, every rank's stack is collected for it and the job is stopped like a failure,
-with exit code EXIT_HANG. With a live screen (--live) each worker gets a slot too, and every pass of the loop shows
-the screen each rank's process and progress; the workers' output goes to the screen instead of the console.
+with exit code EXIT_HANG. With a live view (--live) each worker gets a slot too, and every pass of the loop shows
+the view each rank's process and progress (a local view draws them; a node agent's relays them); with a screen the
+workers' output goes to it instead of the console.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def describe_exit(returncode: int) -> str:
     return f"exit code {returncode}"
 
 
-class LiveScreen(Screen, Protocol):
+class LiveRows(Protocol):
     def show(self, seen: dict[int, RankSeen], now: float) -> None:
         """Every rank as the supervisor sees it at `now` (time.monotonic)."""
         ...
@@ -91,12 +92,13 @@ class Supervisor:
         label=lambda rank: f"rank {rank}",
         notify=say,
         watch: ProgressWatch | None = None,
-        live: LiveScreen | None = None,
+        live: LiveRows | None = None,
+        screen: Screen | None = None,
     ):
         self.ranks = ranks
         self.shutdown_timeout = shutdown_timeout
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.output = OutputRouter(console=console, log_dir=log_dir, label=label, screen=live)
+        self.output = OutputRouter(console=console, log_dir=log_dir, label=label, screen=screen)
         self.notify = notify
         self.procs: dict[int, subprocess.Popen] = {}
         self.codes: dict[int, int] = {}
