@@ -39,3 +39,19 @@ def test_the_live_view_shows_every_host_s_ranks(idle_cluster, tmp_path):
         shown = [line for line in screen[:title] if line.startswith(f"[{host} rank {rank}] ")]
         assert shown == [f"[{host} rank {rank}] rank {rank} step {step}" for step in range(1, 13)], "\n".join(screen)
         assert any(re.match(rf"\s*{rank}\s+{host}\s+\d+\s+exited 0\s", line) for line in screen[title:])
+
+
+def test_the_live_view_under_slurm(slurm, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    # Slurm passes the environment on to srun's tasks: the node agent and the workers run this checkout's dsrun.
+    env = {**slurm.env(), "PYTHONPATH": str(REPO), "PID_DIR": str(pids)}
+    code, screens = run_on_a_terminal(["--launcher", "slurm", "--live", "--no_local_rank", WORKER, "8", "0.25"], env,
+                                      cwd=tmp_path, salloc=["salloc", "-N1", "-n2"])
+    screen = final_screen(screens[-1])
+    assert code == 0, "\n".join(screen)
+    title = next(i for i, line in enumerate(screen) if line.startswith("dsrun · 2 rank(s)"))
+    for rank in (0, 1):
+        shown = [line for line in screen[:title] if line.startswith(f"[{slurm.node} rank {rank}] ")]
+        assert shown == [f"[{slurm.node} rank {rank}] rank {rank} step {step}" for step in range(1, 9)]
+        assert any(re.match(rf"\s*{rank}\s+\S+\s+\d+\s+exited 0\s+-\s+-\s+8\s", line) for line in screen[title:])

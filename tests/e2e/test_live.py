@@ -51,14 +51,14 @@ def steps_on(text: str) -> dict[int, int]:
     return {int(m[1]): int(m[6]) for m in ROW.finditer(text) if m[3] == "running" and m[6] != "-"}
 
 
-def run_on_a_terminal(args, env, cwd=None, timeout=60.0):
-    """Run `dsrun ARGS` with stdout and stderr on a pseudo-terminal of 120 columns; returns (exit code, screens),
-    where screens are the bytes read so far at each read."""
+def run_on_a_terminal(args, env, cwd=None, timeout=60.0, salloc=()):
+    """Run `dsrun ARGS` (inside `salloc ...` if given) with stdout and stderr on a pseudo-terminal of 120 columns;
+    returns (exit code, screens), where screens are the bytes read so far at each read."""
     master, slave = os.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     env = {**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"}
     env.pop("NO_COLOR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "dsrun", *args], stdin=subprocess.DEVNULL, stdout=slave,
+    proc = subprocess.Popen([*salloc, sys.executable, "-m", "dsrun", *args], stdin=subprocess.DEVNULL, stdout=slave,
                             stderr=slave, env=env, cwd=cwd, close_fds=True)
     os.close(slave)
     raw, screens = b"", []
