@@ -1,8 +1,9 @@
 """Benchmark "plan-scale": how planning a launch grows with the cluster, from 8 to 1024 hosts of 8 slots.
 
-Two figures per size: the wall time of `dsrun --dry-run --json` (what a user waits for, including Python start-up
-and imports), and the in-process time of plan_launch + plan_json alone (the part that grows with the world),
-so start-up cost cannot hide a superlinear plan.
+Two figures per size: the wall time of `dsrun --dry-run --json --model-params 7e10` (what a user waits for,
+including Python start-up and imports, with the memory estimate of a 70B-parameter model), and the in-process time of
+plan_launch + the estimate + plan_json alone (the part that grows with the world), so start-up cost cannot hide a
+superlinear plan.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from bench.stats import summary
 from bench.timing import BenchError, time_command
+from dsrun.launcher.memory.estimate import MemoryRequest, build
 from dsrun.launcher.plan import render
 from dsrun.launcher.plan.resolve import LaunchOptions, plan_launch
 
@@ -22,6 +24,7 @@ NAME = "plan-scale"
 HOST_COUNTS = (8, 128, 1024)
 SLOTS_PER_HOST = 8
 GOAL_SECONDS_AT_1024 = 1.0  # wall time of the whole dry-run command
+MODEL_PARAMS = 70_000_000_000  # the memory estimate's model: 70B parameters
 
 
 def write_hostfile(directory: Path, hosts: int) -> Path:
@@ -33,26 +36,29 @@ def write_hostfile(directory: Path, hosts: int) -> Path:
 def cli_command(repo: Path, hostfile: Path) -> list[str]:
     # --device cpu: with a hostfile the slots come from the file, and cpu works on machines without GPUs.
     dsrun = str(repo / ".venv" / "bin" / "dsrun")
-    return [dsrun, "--dry-run", "--json", "-H", str(hostfile), "--device", "cpu", "examples/noop.py"]
+    return [dsrun, "--dry-run", "--json", "--model-params", str(MODEL_PARAMS), "-H", str(hostfile), "--device", "cpu",
+            "examples/noop.py"]
 
 
 def time_cli(repo: Path, hostfile: Path, ranks: int) -> float:
     seconds, stdout = time_command(cli_command(repo, hostfile), repo)
     # Checked after the clock stopped: a fast run that planned the wrong world would be a meaningless figure.
-    world_size = json.loads(stdout)["world_size"]
-    if world_size != ranks:
-        raise BenchError(f"dry run of {hostfile.name} planned {world_size} ranks, expected {ranks}")
+    planned = json.loads(stdout)
+    world_size = planned["world_size"]
+    if world_size != ranks or planned["memory"]["parameters"] != MODEL_PARAMS:
+        raise BenchError(f"dry run of {hostfile.name} planned {world_size} ranks, expected {ranks}, with a memory"
+                         f" estimate of {MODEL_PARAMS} parameters")
     return seconds
 
 
 def time_in_process(repo: Path, hostfile: Path) -> tuple[float, float]:
-    """Seconds for plan_launch and for plan_json, measured apart: building the plan and showing it are different
-    costs, and either one can be the part that grows too fast."""
+    """Seconds for plan_launch and for the memory estimate + plan_json, measured apart: building the plan and
+    showing it are different costs, and either one can be the part that grows too fast."""
     options = LaunchOptions(script=str(repo / "examples" / "noop.py"), hostfile=str(hostfile), device="cpu")
     start = time.perf_counter()
     plan = plan_launch(options)
     planned = time.perf_counter()
-    render.plan_json(plan)
+    render.plan_json(plan, memory=build(plan, MemoryRequest(model_params=MODEL_PARAMS)))
     rendered = time.perf_counter()
     return planned - start, rendered - planned
 

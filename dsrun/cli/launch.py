@@ -96,6 +96,33 @@ def launch(
         rich_help_panel=OUTPUT),
     as_json: bool = typer.Option(False, "--json", help="With --dry-run: one JSON object on stdout.",
                                  rich_help_panel=OUTPUT),
+    model_params: str | None = typer.Option(
+        None, "--model-params", "--model_params", metavar="N", help="With --dry-run: estimate per-rank memory for a"
+        " model of N parameters (7e9, 7B, 1.3B, 350M) under the config's ZeRO stage, precision, optimizer and"
+        " offload.", rich_help_panel=OUTPUT, show_default=False),
+    model: str | None = typer.Option(
+        None, "--model", metavar="MODULE:FACTORY", help="With --dry-run: count the parameters of the model FACTORY()"
+        " returns (MODULE importable from here, or a .py path), built on the meta device in a separate process;"
+        " also shows the largest layer.", rich_help_panel=OUTPUT, show_default=False),
+    model_input: str | None = typer.Option(
+        None, "--model-input", "--model_input", metavar="SHAPES", help="With --model: the shapes of one micro-batch's"
+        " positional inputs, e.g. [bold]8x512:int64[/bold] (batch 8, 512 tokens) or [bold]32x3x224x224[/bold]"
+        " (float: the run's precision), several separated by commas; estimates activation memory with and without"
+        " activation checkpointing.", rich_help_panel=OUTPUT, show_default=False),
+    memory_table: bool = typer.Option(
+        False, "--memory-table", "--memory_table", help="With the memory estimate: all four ZeRO stages side by"
+        " side, each marked fits / does not fit against every node's memory.", rich_help_panel=OUTPUT),
+    device_memory: str | None = typer.Option(
+        None, "--device-memory", "--device_memory", metavar="SIZE", help="Memory of one GPU on every node (CPU nodes:"
+        " the RAM), e.g. 80GiB; default: measured on this machine, unknown for remote hosts.",
+        rich_help_panel=OUTPUT, show_default=False),
+    host_memory: str | None = typer.Option(
+        None, "--host-memory", "--host_memory", metavar="SIZE", help="RAM of every node, for offloaded state, e.g."
+        " 512GiB; default: measured on this machine, unknown for remote hosts.", rich_help_panel=OUTPUT,
+        show_default=False),
+    pipeline_stages: int = typer.Option(
+        1, "--pipeline-stages", "--pipeline_stages", metavar="P", help="For the memory estimate: the PipelineModule's"
+        " num_stages (the parameters are split evenly over them).", rich_help_panel=OUTPUT),
     log_dir: Path | None = typer.Option(
         None, "--log-dir", "--log_dir", "--enable_each_rank_log", help="Write each rank's output to DIR/rank{N}.log.",
         rich_help_panel=OUTPUT, show_default=False),
@@ -156,6 +183,7 @@ def launch(
 
     if as_json and not dry_run:
         raise UsageError("--json only works with --dry-run")
+    memory = _memory_request(ctx.params)
     if not 0 <= shutdown_timeout < float("inf"):  # also refuses nan
         raise UsageError(f"--shutdown-timeout must be a finite number of seconds, 0 or more, got {shutdown_timeout:g}")
     if max_restarts < 0:
@@ -175,11 +203,20 @@ def launch(
         bind_cores_to_rank=bind_cores_to_rank or bind_core_list is not None))
     if dry_run:
         from dsrun.launcher.plan import render, render_remote
+        estimate = None
+        if memory is not None:
+            from dsrun.launcher.memory.estimate import build
+
+            estimate = build(plan, memory)
         if as_json:
-            print(render.plan_json(plan))
+            print(render.plan_json(plan, memory=estimate))
         else:
             render.print_plan(plan)
             render_remote.print_remote(plan)
+            if estimate is not None:
+                from dsrun.launcher.plan.render_memory import print_memory
+
+                print_memory(estimate)
         return
     from dsrun.launcher.live.view import live_wanted
     from dsrun.launcher.plan.world import WorldPlan
@@ -206,6 +243,46 @@ def launch(
 
     code = run_with_restarts(plan, run, max_restarts, restart_backoff)
     raise typer.Exit(code)
+
+
+_MEMORY_FLAGS = {"model_params": "--model-params", "model": "--model", "model_input": "--model-input",
+                 "memory_table": "--memory-table", "device_memory": "--device-memory", "host_memory": "--host-memory"}
+
+
+def _memory_request(params: dict):
+    """The memory estimate's flags, checked; None when none was given."""
+    from dsrun.launcher.memory.estimate import MemoryRequest
+    from dsrun.launcher.memory.probe_client import check_input_spec, check_model_spec
+    from dsrun.launcher.memory.sizes import parse_bytes, parse_count
+
+    given = [flag for name, flag in _MEMORY_FLAGS.items() if params[name]]
+    if params["pipeline_stages"] != 1:
+        given.append("--pipeline-stages")
+    if not given:
+        return None
+    if not params["dry_run"]:
+        raise UsageError(f"{given[0]} only works with --dry-run (it estimates memory before a launch)")
+    if params["model"] and params["model_params"]:
+        raise UsageError("--model and --model-params exclude each other: give the model or its parameter count")
+    if not params["model"] and not params["model_params"]:
+        raise UsageError(f"{given[0]} needs --model MODULE:FACTORY or --model-params N (the model to estimate)")
+    if params["model_input"] and not params["model"]:
+        raise UsageError("--model-input needs --model MODULE:FACTORY (the model to run the input through)")
+    if params["pipeline_stages"] < 1:
+        raise UsageError(f"--pipeline-stages must be 1 or more, got {params['pipeline_stages']}")
+    if params["model"]:
+        check_model_spec(params["model"])
+    if params["model_input"]:
+        check_input_spec(params["model_input"])
+    return MemoryRequest(
+        model_params=parse_count(params["model_params"]) if params["model_params"] else None,
+        model=params["model"],
+        model_input=params["model_input"],
+        pipeline_stages=params["pipeline_stages"],
+        device_memory=parse_bytes(params["device_memory"]) if params["device_memory"] else None,
+        host_memory=parse_bytes(params["host_memory"], "--host-memory") if params["host_memory"] else None,
+        all_stages=params["memory_table"],
+    )
 
 
 # `dsrun NAME ...` runs a tool; any other first argument is the launch command's (a flag or the script). A script

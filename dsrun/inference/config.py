@@ -80,8 +80,8 @@ def _tp_size(raw: Mapping[str, Any]) -> int | None:
                                  f"{did_you_mean(str(key), sorted(TP_KEYS))}")
         for key in ("mpu", "tp_group"):
             if section.get(key) is not None:
-                raise UsageError(f"tensor_parallel.{key}: dsrun builds its tensor-parallel group over the whole"
-                                 " world; leave it out")
+                raise UsageError(f"tensor_parallel.{key}: dsrun builds its tensor-parallel groups itself (tp_size"
+                                 " consecutive ranks each); leave it out")
         if section.get("enabled") is False:
             size = 1
         elif "tp_size" in section:

@@ -48,9 +48,21 @@ def _config_value(module: nn.Module, model: nn.Module, *names: str) -> int | Non
     return None
 
 
+def _inside_experts(model: nn.Module) -> set[int]:
+    """The modules of dsrun MoE layers' experts. They stay whole on every rank (each rank runs every expert, ep_size
+    1): an expert sees only the tokens routed to it, so splitting it would add an all-reduce per expert call for a
+    small layer, and its names (often up_proj/down_proj) must not make it look like the model's own MLP blocks."""
+    from dsrun.moe.experts import Experts
+
+    return {id(inner) for module in model.modules() if isinstance(module, Experts) for inner in module.modules()}
+
+
 def automatic(model: nn.Module) -> Plan:
     plan = Plan()
+    experts = _inside_experts(model)
     for name, module in model.named_modules():
+        if id(module) in experts:
+            continue
         prefix = f"{name}." if name else ""
         if _has(module, "q_proj", "k_proj", "v_proj", "o_proj"):
             for part in ("q_proj", "k_proj", "v_proj"):

@@ -1,4 +1,4 @@
-"""Apply a plan with PyTorch's tensor parallelism: ColwiseParallel / RowwiseParallel on a 1-D mesh of the world.
+"""Apply a plan with PyTorch's tensor parallelism: ColwiseParallel / RowwiseParallel on a replica's 1-D tp mesh.
 
 GPT-2's projections are `Conv1D` (y = x @ W + b, W stored as in x out), which torch's parallel styles do not know;
 they become nn.Linear with the transposed weight first, the same function. Its fused c_attn computes [q | k | v]
@@ -9,8 +9,7 @@ q, k and v of the same heads, and the module's split of the fused output is resi
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -23,8 +22,19 @@ from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, Ro
 from dsrun.errors import UsageError
 from dsrun.inference.plans import COLWISE, FUSED_QKV, Plan
 
-# Turns a tensor as saved into the layout of the model's (whole, unsplit) parameter.
-Relayout = Callable[[torch.Tensor], torch.Tensor]
+
+@dataclass(frozen=True)
+class Relayout:
+    """How a tensor as saved becomes the layout of the model's (whole, unsplit) parameter: transposed (Conv1D's
+    in x out weight), then its rows taken in `order` (the fused qkv regrouped). Kept as data, not a function, so a
+    reader can also map a rank's part back to the saved rows and columns it comes from (file_shards)."""
+
+    transposed: bool
+    order: torch.Tensor | None = None
+
+    def __call__(self, saved: torch.Tensor) -> torch.Tensor:
+        whole = saved.t() if self.transposed else saved
+        return whole if self.order is None else whole[self.order]
 
 
 def _is_conv1d(module: nn.Module) -> bool:
@@ -63,10 +73,6 @@ def _regroup_fused_qkv(linear: nn.Linear, tp_size: int) -> None:
         linear.weight.copy_(linear.weight[order])
         if linear.bias is not None:
             linear.bias.copy_(linear.bias[order])
-
-
-def _relaid_qkv(saved: torch.Tensor, order: torch.Tensor, transposed: bool) -> torch.Tensor:
-    return (saved.t() if transposed else saved)[order]
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -114,13 +120,13 @@ def apply(model: nn.Module, plan: Plan, mesh: DeviceMesh, *, on_meta: bool = Fal
         linear = as_linear(module)
         if linear is not module:
             _replace(model, name, linear)
-            relayouts[f"{name}.weight"] = torch.Tensor.t
+            relayouts[f"{name}.weight"] = Relayout(transposed=True)
         if style == FUSED_QKV:
             order = _heads_by_rank(linear.out_features, tp_size)
             _regroup_fused_qkv(linear, tp_size)
-            relayouts[f"{name}.weight"] = partial(_relaid_qkv, order=order, transposed=linear is not module)
+            relayouts[f"{name}.weight"] = Relayout(transposed=linear is not module, order=order)
             if linear.bias is not None:
-                relayouts[f"{name}.bias"] = partial(_relaid_qkv, order=order, transposed=False)
+                relayouts[f"{name}.bias"] = Relayout(transposed=False, order=order)
         styles[name] = ColwiseParallel() if style in (COLWISE, FUSED_QKV) else RowwiseParallel()
     # Off meta each split weight is rank 0's, scattered (src_data_rank=0); the whole ones are broadcast to match.
     parallelize_module(model, mesh, styles, src_data_rank=None if on_meta else 0)

@@ -1,8 +1,8 @@
 """init_inference(checkpoint=...): the model's weights from a dsrun checkpoint or a consolidated file.
 
 Read whole on every rank before the split (the split then keeps each rank's share). A model whose parameters are
-on the meta device, served from a dsrun checkpoint directory, takes the other way: shard_load reads each rank's
-shards only.
+on the meta device takes the other way: each rank reads its own part only, from a dsrun checkpoint directory
+(shard_load) or a consolidated file (file_shards).
 """
 
 from __future__ import annotations
@@ -26,8 +26,13 @@ def read(path: Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    return read_pt(path)
+
+
+def read_pt(path: Path, mmap: bool = False) -> dict[str, torch.Tensor]:
+    """A torch weights file's state_dict. `mmap`: its tensors stay in the file's memory map until touched."""
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as err:  # pickle, zip or weights_only errors: all mean "not a weights file we can read"
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"checkpoint {path} is not a torch weights file ({first[:120]})") from None
@@ -36,6 +41,16 @@ def read(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(loaded, dict) or not all(isinstance(t, torch.Tensor) for t in loaded.values()):
         raise UsageError(f"checkpoint {path} does not hold a state_dict (name -> tensor), nor one under 'module'")
     return loaded
+
+
+def check_fits(path: Path, missing: list[str], unexpected: list[str]) -> None:
+    if missing or unexpected:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} of the model's weights missing (first {missing[0]!r})")
+        if unexpected:
+            what.append(f"{len(unexpected)} names the model does not have (first {unexpected[0]!r})")
+        raise UsageError(f"checkpoint {path} does not fit the model: {'; '.join(what)}")
 
 
 def load_into(model: nn.Module, path: Path) -> None:
@@ -47,13 +62,7 @@ def load_into(model: nn.Module, path: Path) -> None:
     missing = [name for name in expected if name not in weights and (name not in storage or storage[name] not in
                                                                     present)]
     unexpected = [name for name in weights if name not in expected]
-    if missing or unexpected:
-        what = []
-        if missing:
-            what.append(f"{len(missing)} of the model's weights missing (first {missing[0]!r})")
-        if unexpected:
-            what.append(f"{len(unexpected)} names the model does not have (first {unexpected[0]!r})")
-        raise UsageError(f"checkpoint {path} does not fit the model: {'; '.join(what)}")
+    check_fits(path, missing, unexpected)
     for name, tensor in expected.items():
         if name in weights and tensor.shape != weights[name].shape:
             raise UsageError(f"checkpoint {path}: {name} has shape {tuple(weights[name].shape)}, the model's is"

@@ -36,6 +36,17 @@ def test_sbatch_job_reports_the_failing_rank(slurm, tmp_path):
     assert "something went wrong on purpose" in output
 
 
+def test_every_failing_rank_of_an_allocation_is_in_the_report(slurm, tmp_path):
+    # Rank 1 fails after rank 0, with another error: its own report comes through the agent's `done` event.
+    result = subprocess.run(["salloc", "-N1", "-n2", *DSRUN, "--shutdown-timeout", "30", WORKER, "fail-alike"],
+                            capture_output=True, text=True, timeout=120, env={**slurm.env(), "NO_COLOR": "1"},
+                            cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    report = result.stderr[result.stderr.index("failed first:"):]
+    assert f"rank 0 on {slurm.node} failed first: exit code 1" in result.stderr
+    assert "ValueError: bad value" in report and "rank 1 failed with another error: KeyError: 'missing'" in report
+
+
 def test_dry_run_in_an_allocation_shows_the_srun_command(slurm, tmp_path):
     result = subprocess.run(["salloc", "-N1", "-n2", *DSRUN, "--dry-run", "--json", WORKER],
                             capture_output=True, text=True, timeout=120, env=slurm.env(), cwd=tmp_path)

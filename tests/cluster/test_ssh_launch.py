@@ -115,6 +115,17 @@ def test_failing_remote_rank_stops_every_host(idle_cluster, job_dir):
     assert len(recorded(job_dir / "pids")) == 4
 
 
+def test_ranks_failing_alike_on_several_hosts_are_reported_once(idle_cluster, job_dir):
+    # Ranks 0-2 (on h1 and h2) fail with the same error, rank 3 (h2) with another: the report merges both hosts.
+    result = run(idle_cluster, job_dir, "--shutdown-timeout", "30", WORKER, "fail-alike")
+    assert result.returncode == 1, result.stderr
+    report = result.stderr[result.stderr.index("failed first:"):]
+    assert "rank 0 on h1 failed first: exit code 1" in result.stderr
+    assert "ranks 0-2 failed with the same error" in report
+    assert "rank 3 failed with another error: KeyError: 'missing'" in report
+    assert report.count("ValueError: bad value") == 1, report  # one copy of the shared error
+
+
 def test_sigterm_to_launcher_stops_remote_workers(idle_cluster, job_dir):
     proc = start(idle_cluster, job_dir, WORKER, "sleep")
     wait_until_ready(proc, 4)

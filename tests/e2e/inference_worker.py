@@ -23,6 +23,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 import dsrun
 from dsrun.inference import weights
+from dsrun.inference.local_linear import RowParallelLinear
 
 VOCAB = 101
 
@@ -46,26 +47,23 @@ def llama(seed: int) -> nn.Module:
 BUILD = {"gpt2": gpt2, "llama": llama}
 
 
-def local_bytes(tensor: torch.Tensor) -> int:
-    local = tensor.to_local() if hasattr(tensor, "to_local") else tensor
-    return local.numel() * local.element_size()
+def nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
 
 
 def split_bytes(engine, reference: nn.Module) -> dict:
-    """Bytes of the parameters the engine split (DTensors sharded over the mesh): this rank's and the whole
-    model's; and the bytes of those it keeps whole on every rank (the row-wise layers' biases, added once after the
-    all-reduce)."""
-    mine = whole = replicated = count = 0
-    full = dict(reference.named_parameters())
+    """Bytes of the parameters the engine split (smaller on this rank than in the whole model): this rank's and the
+    whole model's; and the bytes of those the split layers keep whole on every rank (the row-wise layers' biases,
+    added once after the all-reduce)."""
+    mine = whole = count = 0
+    full = dict(reference.named_parameters(remove_duplicate=False))
     for name, param in engine.module.named_parameters():
-        if not hasattr(param, "to_local"):
-            continue
-        if any(placement.is_shard() for placement in param.placements):
+        if param.numel() < full[name].numel():
             count += 1
-            mine += local_bytes(param)
-            whole += full[name].numel() * full[name].element_size()
-        else:
-            replicated += local_bytes(param)
+            mine += nbytes(param)
+            whole += nbytes(full[name])
+    replicated = sum(nbytes(module.bias) for module in engine.module.modules()
+                     if isinstance(module, RowParallelLinear) and module.bias is not None)
     return {"mine": mine, "whole": whole, "tensors": count, "replicated": replicated}
 
 
@@ -110,10 +108,13 @@ def compare(name: str, workdir: Path) -> dict:
 def params_on_meta(model: nn.Module) -> nn.Module:
     """The model with its parameters on the meta device and its buffers kept (as accelerate's init_empty_weights
     builds one)."""
+    moved: dict[int, nn.Parameter] = {}  # tied weights (GPT-2's lm_head and wte) stay one parameter
     for module in model.modules():
         for key, param in list(module._parameters.items()):
             if param is not None:
-                module._parameters[key] = nn.Parameter(param.to("meta"), requires_grad=False)
+                if id(param) not in moved:
+                    moved[id(param)] = nn.Parameter(param.to("meta"), requires_grad=False)
+                module._parameters[key] = moved[id(param)]
     return model
 
 

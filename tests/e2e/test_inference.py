@@ -103,7 +103,7 @@ def test_a_model_trained_under_zero3_is_served_from_its_checkpoint(tmp_path, mod
 
 @pytest.mark.parametrize(("mode", "message"), [
     ("heads", "tp_size=2 does not divide the 3 attention heads of transformer.h.0.attn"),
-    ("world", "tensor_parallel.tp_size=3 must equal the world size 2"),
+    ("world", "tensor_parallel.tp_size=3 does not divide the world size 2"),
     ("unknown-model", "Sequential has no attention or MLP blocks dsrun recognises"),
     ("not-a-checkpoint", "is neither a dsrun checkpoint nor a save directory"),
 ])  # fmt: skip

@@ -37,6 +37,13 @@ def main() -> None:
                 os.kill(os.getpid(), -code)
             sys.exit(code)
         time.sleep(600)
+    elif mode == "fail-alike":  # every rank fails by itself, one after the other; the last rank with another error
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the teardown must not stop a rank before it fails
+        world = int(os.environ["WORLD_SIZE"])
+        time.sleep(0.5 + 0.4 * RANK)
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("KeyError: 'missing'" if RANK == world - 1 else "ValueError: bad value", file=sys.stderr)
+        sys.exit(1)
     elif mode == "ignore-term":  # never dies from SIGTERM; rank 0 then fails to force a teardown
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         print("ignoring SIGTERM", flush=True)

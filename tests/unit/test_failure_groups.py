@@ -1,7 +1,7 @@
 """Several failing ranks, each error said once: grouping by the last stderr line, ranks stopped by the teardown left
 out, the first failing rank's group first."""
 
-from dsrun.launcher.backends.failure_groups import group_failures
+from dsrun.launcher.backends.failure_groups import from_done_events, group_failures
 
 TRACE = ["Traceback (most recent call last):", '  File "train.py", line 3, in <module>',
          "argparse.ArgumentError: argument --local_rank: conflicting option string: --local_rank"]
@@ -25,3 +25,33 @@ def test_different_errors_are_groups_of_their_own_and_signals_are_not_failures()
 def test_the_first_failing_rank_shows_its_own_tail_even_when_killed_by_a_signal():
     groups = group_failures({0: -9, 1: -15}, {0: ["out of memory?"], 1: []}, first=0)
     assert [(g.ranks, g.tail) for g in groups] == [([0], ["out of memory?"])]
+
+
+def _done(node, first, exits):
+    failure = {"rank": first, "returncode": 2, "command": ["python", "train.py"], "tail": TRACE} if first is not None \
+        else None
+    return {"event": "done", "node_rank": node, "code": 2 if exits else 0, "failure": failure,
+            "exits": {str(rank): {"code": code, "tail": TRACE if code > 0 else None} for rank, code in exits.items()}}
+
+
+def test_ranks_of_several_hosts_failing_alike_are_one_group():
+    hosts = {0: "h1", 1: "h1", 2: "h2", 3: "h2"}
+    report = from_done_events([_done(1, 2, {2: 2, 3: -15}), _done(0, 0, {0: 2, 1: 2})], hosts)
+    assert report.startswith("rank 2 on h2 failed first: exit code 2\n  command: python train.py")
+    assert "ranks 0-2 failed with the same error" in report and report.count(TRACE[-1]) == 1
+
+
+def test_an_agent_without_exits_still_reports_its_first_failure():
+    event = _done(0, 1, {})
+    del event["exits"]
+    report = from_done_events([event], {0: "h1", 1: "h1"})
+    assert report.startswith("rank 1 on h1 failed first") and TRACE[-1] in report
+    assert from_done_events([_done(0, None, {})], {}) is None
+
+
+def test_torchs_rank_prefix_does_not_split_a_group():
+    # Once the process group is up, torch prints an uncaught exception's lines as "[rankN]: ...".
+    tails = {rank: [f"[rank{rank}]: Traceback (most recent call last):", f"[rank{rank}]: KeyError: 'lm_head'"]
+             for rank in (0, 1, 12)}
+    groups = group_failures(dict.fromkeys(tails, 1), tails, first=1)
+    assert [(g.ranks, g.error) for g in groups] == [([0, 1, 12], "KeyError: 'lm_head'")]

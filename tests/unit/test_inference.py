@@ -148,3 +148,11 @@ def test_a_meta_model_whose_buffers_are_meta_too_is_one_line():
             vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4))
     with pytest.raises(UsageError, match=r"buffer model.rotary_emb.inv_freq is on the meta device"):
         shard_load.materialize_local(model, torch.device("cpu"))
+
+
+def test_a_model_with_an_expert_parallel_moe_layer_is_one_line(single_process):
+    from dsrun.moe.layer import MoE
+
+    model = nn.Sequential(MoE(4, nn.Linear(4, 4), num_experts=2, ep_size=2, rank=0, world_size=2))
+    with pytest.raises(UsageError, match=r"^0 is an MoE layer built with ep_size=2: init_inference has no expert"):
+        build(model)

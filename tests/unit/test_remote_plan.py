@@ -137,3 +137,15 @@ def test_dry_run_in_slurm_allocation_shows_srun(ssh_home, capsys, monkeypatch):
     code, out, _ = dry(capsys, "--launcher", "slurm", "train.py")
     assert code == 0 and "srun --nodes=2" in out
 
+
+
+def test_a_big_worlds_dry_run_shows_the_ends_of_its_tables_and_json_lists_all(ssh_home, capsys):
+    (ssh_home / "hosts").write_text("".join(f"n{i} slots=8\n" for i in range(40)))
+    code, out, err = dry(capsys, "-H", "hosts", "train.py")
+    assert code == 0, err
+    assert "--json lists all" in out, out[:400]
+    assert "304 more ranks" in out and "24 more nodes" in out and "24 more hosts" in out
+    assert "RANK=7 " in out and "RANK=8 " not in out and "RANK=311 " not in out and "RANK=312 " in out
+    code, out, err = dry(capsys, "--json", "-H", "hosts", "train.py")
+    assert code == 0 and len(out.splitlines()) == 1  # one line past 256 ranks
+    assert [rank["rank"] for rank in json.loads(out)["ranks"]] == list(range(320))

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from dsrun.console import say
 from dsrun.errors import UsageError
-from dsrun.launcher.backends.failure_groups import group_failures
+from dsrun.launcher.backends.failure_groups import FirstFailure, failure_report
 from dsrun.launcher.hang.local import LocalHangWatch
-from dsrun.launcher.node.supervisor import Outcome, Supervisor, describe_exit
-from dsrun.launcher.plan.render import span
+from dsrun.launcher.node.supervisor import Outcome, Supervisor
 from dsrun.launcher.plan.world import WorldPlan
 
 
@@ -26,25 +25,10 @@ def _report(outcome: Outcome, supervisor: Supervisor) -> None:
     failure = outcome.failure
     if failure is None:
         return
-    command = " ".join(next(r.command for r in supervisor.ranks if r.rank == failure.rank))
+    command = next(r.command for r in supervisor.ranks if r.rank == failure.rank)
     tails = {rank: list(tail) for rank, tail in supervisor.output.tails.items()}
-    first, *others = group_failures(supervisor.codes, tails, failure.rank)
-    lines = [f"rank {failure.rank} on {failure.host} failed first: {describe_exit(failure.returncode)}",
-             f"  command: {command}"]
-    if len(first.ranks) > 1:
-        lines.append(f"  ranks {span(first.ranks)} failed with the same error")
-    lines += _tail_lines(first.tail, "its")
-    for group in others:
-        ranks = f"rank {group.ranks[0]}" if len(group.ranks) == 1 else f"ranks {span(group.ranks)}"
-        lines.append(f"{ranks} failed with another error: {group.error or 'no stderr'}")
-        lines += _tail_lines(group.tail, f"rank {group.ranks[0]}'s")
-    say("\n".join(lines))
-
-
-def _tail_lines(tail: list[str], whose: str) -> list[str]:
-    if not tail:
-        return []
-    return [f"  last {len(tail)} line(s) of {whose} stderr:", *(f"    {line}" for line in tail)]
+    first = FirstFailure(failure.rank, failure.host, failure.returncode, command)
+    say(failure_report(first, supervisor.codes, tails))
 
 
 def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float,

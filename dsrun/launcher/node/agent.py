@@ -131,7 +131,13 @@ def run(job: NodeJob, reader: LineReader) -> int:
             "command": next(r.command for r in ranks if r.rank == failure.rank),
             "tail": list(supervisor.output.tails.get(failure.rank, [])),
         }
-    _emit("done", node_rank=job.node_rank, code=outcome.exit_code, failure=failed, signal=outcome.signal)
+    # Every rank's exit, with the stderr tail of those that failed by themselves: the launcher groups the ranks of
+    # all hosts by error (dsrun.launcher.backends.failure_groups).
+    tails = supervisor.output.tails
+    exits = {rank: {"code": code, "tail": list(tails.get(rank, [])) if code > 0 else None}
+             for rank, code in supervisor.codes.items()}
+    _emit("done", node_rank=job.node_rank, code=outcome.exit_code, failure=failed, signal=outcome.signal,
+          exits=exits)
     return outcome.exit_code
 
 

@@ -6,7 +6,8 @@ stop the job with signal N, and `{"collect": "stacks"}` (--hang-timeout found a 
 as text. End of input means the launcher is gone: the agent stops the job.
 
 Agent → launcher (the agent's stderr, among the workers' prefixed lines): lines starting with EVENT_MARK followed by
-a JSON object: `hello` when the agent is up (pre-flight), `node` when its workers start, `done` when they ended;
+a JSON object: `hello` when the agent is up (pre-flight), `node` when its workers start, `done` when they ended
+(its first failing rank, and every rank's exit code with the stderr tail of those that failed);
 with --hang-timeout also `progress` (the node's running ranks and their steps, each time one changes) and `stacks`
 (the answer to a collect request); with --live also `live` (the node's ranks: process, progress, CPU and memory,
 about once a second; format in dsrun.launcher.live.relayed). Worker lines always start with their `[host rank N]`

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from dsrun.launcher.plan.render import ends
 from dsrun.launcher.plan.world import WorldPlan
 
 
@@ -23,7 +24,7 @@ def print_remote(plan: WorldPlan) -> None:
         hosts = Table(title="SSH (nothing contacted)", title_justify="left")
         for column in ("node", "host", "connects to", "user", "port"):
             hosts.add_column(column)
-        for node, host in zip(plan.nodes, setup.hosts, strict=True):
+        for node, host in ends(list(zip(plan.nodes, setup.hosts, strict=True)), hosts, "host"):
             hosts.add_row(str(node.node_rank), host.host, host.address, host.user, str(host.port))
         console.print(hosts)
         console.print(f"[bold]On each host[/bold]: {escape(setup.agent_command)}", soft_wrap=True)

@@ -17,9 +17,10 @@ from pathlib import Path
 from dsrun.errors import UsageError
 from dsrun.launcher.backends.agents import AgentJob, run_agents
 from dsrun.launcher.backends.envfile import remote_env
+from dsrun.launcher.backends.failure_groups import from_done_events
 from dsrun.launcher.backends.local import prepare_log_dir
 from dsrun.launcher.backends.relay import Relay, pump
-from dsrun.launcher.backends.report import agent_failed, failed_rank
+from dsrun.launcher.backends.report import agent_failed
 from dsrun.launcher.node import proctree
 from dsrun.launcher.node.protocol import jobs_line, signal_line
 from dsrun.launcher.node.supervisor import exit_code_of
@@ -65,9 +66,19 @@ class SlurmJob(AgentJob):
         except OSError as err:
             raise UsageError(f"cannot run srun: {err.strerror or err}; is Slurm installed here?") from None
         self._write(jobs_line(jobs))
-        for stream, fd in ((srun.stdout, 1), (srun.stderr, 2)):
-            threading.Thread(target=pump, args=(stream, self.relay, None, fd), daemon=True).start()
-        threading.Thread(target=lambda: self.events.put(("exit", srun.wait())), daemon=True).start()
+        pumps = [threading.Thread(target=pump, args=(stream, self.relay, None, fd), daemon=True)
+                 for stream, fd in ((srun.stdout, 1), (srun.stderr, 2))]
+        for thread in pumps:
+            thread.start()
+
+        def ended() -> None:
+            # After the agents' last lines: every node's `done` event is queued before the exit that ends the loop.
+            code = srun.wait()
+            for thread in pumps:
+                thread.join()
+            self.events.put(("exit", code))
+
+        threading.Thread(target=ended, daemon=True).start()
 
     def handle(self, kind: str, value) -> bool:
         if kind == "exit":
@@ -103,8 +114,9 @@ class SlurmJob(AgentJob):
         failure = self.first_failure
         if failure is not None:
             node = self.plan.nodes[failure["node_rank"]]
-            self.relay.say(failed_rank(node, failure["failure"]) if failure.get("failure")
-                           else agent_failed(node, failure["code"]))
+            done = [failure] + [event for event in self.done.values() if event is not failure]
+            report = from_done_events(done, {rank.rank: rank.host for rank in self.plan.ranks})
+            self.relay.say(report or agent_failed(node, failure["code"]))
             return int(failure["code"])
         code = self.srun.returncode
         if code != 0:

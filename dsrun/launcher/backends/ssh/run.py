@@ -13,9 +13,10 @@ from pathlib import Path
 from dsrun.errors import UsageError
 from dsrun.launcher.backends.agents import AgentJob, run_agents
 from dsrun.launcher.backends.envfile import remote_env
+from dsrun.launcher.backends.failure_groups import from_done_events
 from dsrun.launcher.backends.local import prepare_log_dir
 from dsrun.launcher.backends.relay import Relay
-from dsrun.launcher.backends.report import EXIT_CONNECTION_LOST, agent_failed, failed_rank, lost_host
+from dsrun.launcher.backends.report import EXIT_CONNECTION_LOST, agent_failed, lost_host
 from dsrun.launcher.backends.ssh.config import resolve_target
 from dsrun.launcher.backends.ssh.connection import HostError
 from dsrun.launcher.backends.ssh.session import LOST, HostSession
@@ -125,8 +126,12 @@ class SshJob(AgentJob):
             self.relay.say(lost_host(session.node, "lost the SSH connection to"))
             return EXIT_CONNECTION_LOST
         status = session.exit_status if session.exit_status is not None else LOST  # a failure has ended
-        failure = (session.done or {}).get("failure")
-        self.relay.say(failed_rank(session.node, failure) if failure else agent_failed(session.node, status))
+        # The failing host's report first; the others add their ranks' exits.
+        done = [s.done for s in sorted(self.sessions, key=lambda s: s is not session) if s.done]
+        report = None
+        if session.done:
+            report = from_done_events(done, {rank.rank: rank.host for rank in self.plan.ranks})
+        self.relay.say(report or agent_failed(session.node, status))
         return status
 
 
