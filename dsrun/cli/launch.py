@@ -126,6 +126,10 @@ def launch(
     log_dir: Path | None = typer.Option(
         None, "--log-dir", "--log_dir", "--enable_each_rank_log", help="Write each rank's output to DIR/rank{N}.log.",
         rich_help_panel=OUTPUT, show_default=False),
+    live: bool = typer.Option(
+        False, "--live", help="On a terminal: a table of every rank (state, CPU, memory, step, loss, samples/s)"
+        " updated in place, the output scrolling above it (with -q and --log-dir: only in the log dir).",
+        rich_help_panel=OUTPUT),
     quiet: bool = typer.Option(
         False, "-q", "--quiet", help="Launcher messages only on error; with --log-dir, no console copy.",
         rich_help_panel=OUTPUT),
@@ -214,24 +218,28 @@ def launch(
 
                 print_memory(estimate)
         return
+    from dsrun.launcher.live.view import live_wanted
     from dsrun.launcher.plan.world import WorldPlan
     from dsrun.launcher.restarts import run_with_restarts
+
+    live = live_wanted(live, sys.stdout)
 
     def run(attempt: WorldPlan) -> int:
         if attempt.launcher == "ssh":
             from dsrun.launcher.backends.ssh.run import run_ssh
 
             return run_ssh(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout, hang_timeout=hang_timeout)
+                           accept_new=ssh_accept_new_hosts, ssh_timeout=ssh_timeout, hang_timeout=hang_timeout,
+                           live=live)
         if attempt.launcher == "slurm":
             from dsrun.launcher.backends.slurm.run import run_slurm
 
             return run_slurm(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                             hang_timeout=hang_timeout)
+                             hang_timeout=hang_timeout, live=live)
         from dsrun.launcher.backends.local import run_local
 
         return run_local(attempt, log_dir=log_dir, quiet=quiet, shutdown_timeout=shutdown_timeout,
-                         hang_timeout=hang_timeout)
+                         hang_timeout=hang_timeout, live=live)
 
     code = run_with_restarts(plan, run, max_restarts, restart_backoff)
     raise typer.Exit(code)

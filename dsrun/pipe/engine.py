@@ -239,6 +239,10 @@ class PipelineEngine(Engine):
                     param.grad = torch.zeros_like(param)
                 dist.all_reduce(param.grad, group=group)
 
+    def _own_losses(self) -> list[torch.Tensor]:
+        """The last stage's micro-batch losses (other stages compute none); not _losses, a share of the batch's."""
+        return self._micro_losses
+
     def _micro_losses_or_zeros(self, count: int) -> list[torch.Tensor]:
         if self._micro_losses:
             return list(self._micro_losses)

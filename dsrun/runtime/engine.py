@@ -325,7 +325,8 @@ class Engine(nn.Module):
 
     def _after_update(self) -> None:
         """Progress line every steps_per_print steps; a StepStats row for the monitors every step."""
-        heartbeat.report(self.global_steps)  # for --hang-timeout: the node's supervisor sees this rank's step
+        # For --hang-timeout and --live: the node's supervisor sees this rank's step, samples and loss.
+        heartbeat.report(self.global_steps, self.global_samples, self._loss_for_progress(self._own_losses()))
         every = self.config.steps_per_print
         printing = every is not None and every > 0 and self.global_steps % every == 0
         now = time.perf_counter()
@@ -350,6 +351,18 @@ class Engine(nn.Module):
             self.monitor.log(stats)
         if printing:
             self._print_progress(stats)
+
+    def _own_losses(self) -> list[torch.Tensor]:
+        """This rank's micro-batch losses of the step just taken."""
+        return self._losses
+
+    def _loss_for_progress(self, losses: list[torch.Tensor]) -> float | None:
+        """This rank's loss (the mean of its micro-batch losses) for the node's supervisor, only when someone reads
+        it and it costs no device sync: on the CPU reading a tensor's value is cheap; on an accelerator it would make
+        every step wait for the device, so none is published there. Not _reported_loss: that one is a collective."""
+        if not heartbeat.active() or not losses or any(loss.device.type != "cpu" for loss in losses):
+            return None
+        return sum(loss.item() for loss in losses) / len(losses)
 
     def _reported_loss(self) -> torch.Tensor:
         """The step's loss as the monitors and progress lines show it: the mean over micro-batches and ranks."""

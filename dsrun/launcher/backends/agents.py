@@ -9,6 +9,7 @@ arrive); on a hang it asks every agent for its ranks' stacks, reports, and stops
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
 import time
@@ -189,18 +190,29 @@ class AgentJob:
 
 
 def run_agents(plan: WorldPlan, relay: Relay, job: AgentJob, env: dict[str, str], *, where: str,
-               shutdown_timeout: float, quiet: bool) -> int:
+               shutdown_timeout: float, quiet: bool, live: bool = False) -> int:
     """Ship every node its ranks through `job` and return the job's exit code.
 
-    `where` names the hosts in the launcher's messages, e.g. "2 host(s)" or "2 Slurm node(s)".
+    `where` names the hosts in the launcher's messages, e.g. "2 host(s)" or "2 Slurm node(s)". `live`: draw the live
+    view (the caller has checked stdout is a terminal) from the rows every agent relays.
     """
     relay.on_event = job.on_event
+    view = None
+    if live:
+        from dsrun.launcher.live.relayed import route_live_events
+        from dsrun.launcher.live.view import LiveView
+
+        view = LiveView({rank.rank: rank.host for rank in plan.ranks})
+        relay.screen = view
+        relay.on_event = route_live_events(job.on_event, view)
     if not quiet:
         for note in plan.notes:
             relay.say(f"note: {note}")
         relay.say(f"starting {plan.world_size} worker(s) on {where} ({plan.accelerator}, {plan.backend}),"
                   f" master {plan.master_addr}:{plan.master_port}")
-    code = job.run(jobs_for(plan, env, shutdown_timeout, report_progress=job.detector is not None))
+    with view if view is not None else contextlib.nullcontext():
+        code = job.run(jobs_for(plan, env, shutdown_timeout, report_progress=job.detector is not None,
+                                report_live=live))
     if code == 0 and not quiet:
         relay.say(f"all {plan.world_size} worker(s) on {where} finished")
     return code

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from dsrun.console import say
@@ -31,7 +32,8 @@ def _report(outcome: Outcome, supervisor: Supervisor) -> None:
 
 
 def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float,
-              hang_timeout: float | None = None) -> int:
+              hang_timeout: float | None = None, live: bool = False) -> int:
+    """`live`: draw the live view (the caller has checked stdout is a terminal)."""
     if log_dir is not None:
         prepare_log_dir(log_dir)
     if not quiet:
@@ -39,14 +41,22 @@ def run_local(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_ti
             say(f"note: {note}")
         say(f"starting {plan.world_size} worker(s) ({plan.accelerator}, {plan.backend}),"
              f" master {plan.master_addr}:{plan.master_port}")
+    view = None
+    if live:
+        from dsrun.launcher.live.view import LiveView
+
+        view = LiveView({rank.rank: rank.host for rank in plan.ranks})
     supervisor = Supervisor(
         plan.ranks,
         shutdown_timeout=shutdown_timeout,
         console=not (quiet and log_dir is not None),
         log_dir=log_dir,
         watch=LocalHangWatch(hang_timeout, log_dir, say) if hang_timeout is not None else None,
+        live=view,
+        screen=view,
     )
-    outcome = supervisor.run()
+    with view if view is not None else contextlib.nullcontext():
+        outcome = supervisor.run()
     _report(outcome, supervisor)
     if outcome.exit_code == 0 and not quiet:
         say(f"all {plan.world_size} worker(s) finished")

@@ -2,7 +2,7 @@
 the console, write each to its rank's log under --log-dir on this machine, and hand agent events to the runner.
 
 One lock guards the console and the logs, and each line goes out in one write, so lines of different hosts and
-ranks never mix.
+ranks never mix. With a screen (--live) the console lines are handed to it instead: it prints them above its table.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from dsrun.console import say
 from dsrun.launcher.node.protocol import parse_event
@@ -22,9 +22,20 @@ _COLOURS = (b"\x1b[36m", b"\x1b[33m", b"\x1b[35m", b"\x1b[32m", b"\x1b[34m", b"\
 _RESET = b"\x1b[0m"
 
 
+class Screen(Protocol):
+    def line(self, rank: int, label: str, text: bytes) -> None:
+        """One line of a rank's output (without its label), ending with a newline."""
+        ...
+
+    def text(self, text: bytes) -> None:
+        """A line that is no rank's."""
+        ...
+
+
 class Relay:
     def __init__(self, *, console: bool, log_dir: Path | None, on_event):
         self.console = console
+        self.screen: Screen | None = None
         self.log_dir = log_dir
         self.on_event = on_event  # called with (source, event dict) for agent events
         self._lock = threading.Lock()
@@ -53,6 +64,9 @@ class Relay:
         target = sys.stdout.buffer if fd == 1 else sys.stderr.buffer
         with self._lock:
             if label is None:  # the agent's own words, or the remote shell's: always shown
+                if self.screen is not None:
+                    self.screen.text(raw)
+                    return
                 target.write(raw)
                 target.flush()
                 return
@@ -60,7 +74,10 @@ class Relay:
             if log is not None:
                 log.write(raw[label.end():])
                 log.flush()
-            if self.console:
+            if self.console and self.screen is not None:
+                self.screen.line(int(label["rank"]), raw[1:label.end() - 2].decode("utf-8", "replace"),
+                                 raw[label.end():])
+            elif self.console:
                 if self._colour[fd]:
                     colour = _COLOURS[int(label["rank"]) % len(_COLOURS)]
                     raw = colour + raw[:label.end() - 1] + _RESET + raw[label.end() - 1:]

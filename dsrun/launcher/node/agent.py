@@ -5,7 +5,7 @@ stdin, points gloo/NCCL at the interface that routes to MASTER_ADDR, and runs th
 It keeps reading stdin while the job runs: a `{"signal": N}` line, or the end of input because the launcher or its
 connection went away, stops the job the way a signal to a local dsrun would. It exits with the job's exit code.
 With --hang-timeout it relays its ranks' steps and, when asked, their stacks: the launcher, which sees every node,
-decides whether the job hangs.
+decides whether the job hangs. With --live it relays its ranks' rows for the launcher's table.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dataclasses import asdict
 import dsrun
 from dsrun.console import say
 from dsrun.errors import UsageError
+from dsrun.launcher.live.relayed import RelayLive
 from dsrun.launcher.node.host_cores import fit_to_host
 from dsrun.launcher.node.netif import socket_ifname_env
 from dsrun.launcher.node.progress import Steps
@@ -116,6 +117,7 @@ def run(job: NodeJob, reader: LineReader) -> int:
         label=lambda rank: f"{job.host} rank {rank}",
         notify=lambda message: say(message, host=job.host),
         watch=RelayProgress(job.node_rank) if job.report_progress else None,
+        live=RelayLive(job.node_rank, _emit) if job.report_live else None,
     )
     threading.Thread(target=_watch_launcher, args=(reader, job.shutdown_timeout, supervisor.request_stacks),
                      daemon=True).start()

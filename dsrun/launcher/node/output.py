@@ -1,6 +1,8 @@
 """Worker output: read each pipe line by line, prefix it with its rank, copy it to the console and a log file.
 
 One lock guards the console and each line goes out in a single write, so two ranks' bytes never share a line.
+With a screen (--live) the console lines, stdout's and stderr's alike, are handed to it instead: it prints them
+above its table.
 While a hang report collects stacks, the dump lines of the ranks it asked are kept for it instead of shown.
 """
 
@@ -12,7 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 from dsrun.launcher.node.stacks import DUMP_LINE
 
@@ -22,13 +24,21 @@ _MAX_LINE = 1 << 16  # a line without a newline is flushed in chunks of this siz
 TAIL_LINES = 20
 
 
+class Screen(Protocol):
+    def line(self, rank: int, label: str, text: bytes) -> None:
+        """One line of a worker's output, ending with a newline."""
+        ...
+
+
 def _wants_colour(stream: IO) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
 class OutputRouter:
-    def __init__(self, console: bool = True, log_dir: Path | None = None, label=lambda rank: f"rank {rank}"):
+    def __init__(self, console: bool = True, log_dir: Path | None = None, label=lambda rank: f"rank {rank}",
+                 screen: Screen | None = None):
         self.console = console
+        self.screen = screen
         self.log_dir = log_dir
         self.label = label
         self._lock = threading.Lock()
@@ -69,7 +79,9 @@ class OutputRouter:
                     if log is not None and not log.closed:
                         log.write(line)
                         log.flush()
-                    if self.console:
+                    if self.console and self.screen is not None:
+                        self.screen.line(rank, self.label(rank), line)
+                    elif self.console:
                         target.write(prefix + line)
                         target.flush()
 

@@ -9,8 +9,9 @@ Agent → launcher (the agent's stderr, among the workers' prefixed lines): line
 a JSON object: `hello` when the agent is up (pre-flight), `node` when its workers start, `done` when they ended
 (its first failing rank, and every rank's exit code with the stderr tail of those that failed);
 with --hang-timeout also `progress` (the node's running ranks and their steps, each time one changes) and `stacks`
-(the answer to a collect request). Worker lines always start with their `[host rank N]` label, so they cannot be
-taken for an event.
+(the answer to a collect request); with --live also `live` (the node's ranks: process, progress, CPU and memory,
+about once a second; format in dsrun.launcher.live.relayed). Worker lines always start with their `[host rank N]`
+label, so they cannot be taken for an event.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from dataclasses import asdict, dataclass
 
 from dsrun.launcher.plan.world import RankPlan, WorldPlan
 
-PROTOCOL = 3  # 2: a SIGUSR1 line asks for every rank's stack; 3: progress and stacks events, collect requests
+# 2: a SIGUSR1 line asks for every rank's stack; 3: progress and stacks events, collect requests; 4: live events
+PROTOCOL = 4
 EVENT_MARK = "@dsrun-event "
 
 
@@ -35,6 +37,7 @@ class NodeJob:
     shutdown_timeout: float
     blocks_from_cores: bool = True  # when binding, the agent splits its host's cores into the ranks' blocks
     report_progress: bool = False  # --hang-timeout: relay the ranks' steps and answer collect requests
+    report_live: bool = False  # --live: relay the ranks' live rows
 
     @classmethod
     def from_dict(cls, data: dict) -> NodeJob:
@@ -47,6 +50,7 @@ class NodeJob:
             shutdown_timeout=float(data["shutdown_timeout"]),
             blocks_from_cores=bool(data.get("blocks_from_cores", True)),
             report_progress=bool(data.get("report_progress", False)),
+            report_live=bool(data.get("report_live", False)),
         )
 
 
@@ -110,10 +114,10 @@ class LineReader:
 
 
 def jobs_for(plan: WorldPlan, env: dict[str, str], shutdown_timeout: float,
-             report_progress: bool = False) -> list[NodeJob]:
+             report_progress: bool = False, report_live: bool = False) -> list[NodeJob]:
     """One job per node of the plan, each with the same shipped environment."""
     return [
         NodeJob(node.node_rank, node.host, plan.ranks_on(node.node_rank), env, plan.master_addr, shutdown_timeout,
-                plan.blocks_from_cores, report_progress)
+                plan.blocks_from_cores, report_progress, report_live)
         for node in plan.nodes
     ]

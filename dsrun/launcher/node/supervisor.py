@@ -6,7 +6,9 @@ it the same way; whatever ends the job, every process it started is gone when `r
 itself is killed outright (SIGKILL), its watchdog (watchdog.py), started before any worker, kills what is left of
 the job. With a progress watch (--hang-timeout) each worker gets a progress slot, read on every pass of the loop;
 when the watch says the job hangs, every rank's stack is collected for it and the job is stopped like a failure,
-with exit code EXIT_HANG.
+with exit code EXIT_HANG. With a live view (--live) each worker gets a slot too, and every pass of the loop shows
+the view each rank's process and progress (a local view draws them; a node agent's relays them); with a screen the
+workers' output goes to it instead of the console.
 """
 
 from __future__ import annotations
@@ -19,13 +21,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from dsrun.console import say
 from dsrun.errors import UsageError
 from dsrun.exit_codes import HANG, PREEMPTED
+from dsrun.launcher.live.rows import RankSeen
 from dsrun.launcher.node import proctree, watchdog
-from dsrun.launcher.node.output import OutputRouter
+from dsrun.launcher.node.output import OutputRouter, Screen
 from dsrun.launcher.node.progress import PROGRESS_ENV, ProgressBoard, ProgressWatch
 from dsrun.launcher.node.stacks import ANNOUNCE, STACK_SIGNAL, collect_stacks, dump_stacks
 from dsrun.launcher.plan.world import RankPlan
@@ -53,6 +56,12 @@ def describe_exit(returncode: int) -> str:
     if returncode == PREEMPTED:
         return f"exit code {returncode}: stopped on SIGTERM after saving a checkpoint"
     return f"exit code {returncode}"
+
+
+class LiveRows(Protocol):
+    def show(self, seen: dict[int, RankSeen], now: float) -> None:
+        """Every rank as the supervisor sees it at `now` (time.monotonic)."""
+        ...
 
 
 @dataclass
@@ -83,11 +92,13 @@ class Supervisor:
         label=lambda rank: f"rank {rank}",
         notify=say,
         watch: ProgressWatch | None = None,
+        live: LiveRows | None = None,
+        screen: Screen | None = None,
     ):
         self.ranks = ranks
         self.shutdown_timeout = shutdown_timeout
         self.base_env = dict(os.environ if base_env is None else base_env)
-        self.output = OutputRouter(console=console, log_dir=log_dir, label=label)
+        self.output = OutputRouter(console=console, log_dir=log_dir, label=label, screen=screen)
         self.notify = notify
         self.procs: dict[int, subprocess.Popen] = {}
         self.codes: dict[int, int] = {}
@@ -96,6 +107,7 @@ class Supervisor:
         self._stacks_asked = False
         self._pidfds: dict[int, int] = {}
         self.watch = watch
+        self.live = live
         self._board: ProgressBoard | None = None
         self._collect_asked = False
         self._hung = False
@@ -177,7 +189,7 @@ class Supervisor:
             self._watchdog = watchdog.Watchdog(self.token)
         except OSError as err:
             raise UsageError(f"cannot start the job's watchdog: {err.strerror or err}") from None
-        if self.watch is not None:
+        if self.watch is not None or self.live is not None:
             self._board = ProgressBoard([plan.rank for plan in self.ranks])
         for plan in self.ranks:
             self.output.open_log(plan.rank)
@@ -242,6 +254,13 @@ class Supervisor:
         self._collect_stacks()
         return True
 
+    def _show_live(self) -> None:
+        if self.live is None or self._board is None:
+            return
+        progress = self._board.read_all()
+        self.live.show({rank: RankSeen(proc.pid, self.codes.get(rank), progress[rank])
+                        for rank, proc in self.procs.items()}, time.monotonic())
+
     def _running(self) -> list[int]:
         return [rank for rank in self.procs if rank not in self.codes]
 
@@ -289,6 +308,7 @@ class Supervisor:
             self._start()
             while True:
                 failure = self._poll()
+                self._show_live()
                 if failure or self._signal is not None or not self._running() or self._hangs():
                     break
                 if self._stacks_asked:
@@ -311,6 +331,7 @@ class Supervisor:
                 self.notify(f"received {signal.Signals(self._signal).name}; stopping all ranks")
                 self._teardown(signal.Signals(self._signal))
             leftovers = self._clean_leftovers()
+            self._show_live()  # how each rank ended
         finally:
             if self._running():  # an exception of our own: still leave nothing behind
                 self._kill_everything(signal.SIGKILL)

@@ -127,11 +127,11 @@ class SlurmJob(AgentJob):
 
 
 def run_slurm(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float,
-              hang_timeout: float | None = None) -> int:
+              hang_timeout: float | None = None, live: bool = False) -> int:
     if log_dir is not None:
         prepare_log_dir(log_dir)
     env, _ = remote_env(dict(os.environ), Path(plan.reach.cwd), Path(os.path.expanduser("~")))
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
     job = SlurmJob(plan, relay, shutdown_timeout, quiet, hang_timeout, log_dir)
     return run_agents(plan, relay, job, env, where=f"{len(plan.nodes)} Slurm node(s)",
-                      shutdown_timeout=shutdown_timeout, quiet=quiet)
+                      shutdown_timeout=shutdown_timeout, quiet=quiet, live=live)

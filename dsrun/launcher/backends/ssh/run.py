@@ -136,7 +136,7 @@ class SshJob(AgentJob):
 
 
 def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_timeout: float, accept_new: bool,
-            ssh_timeout: float, hang_timeout: float | None = None) -> int:
+            ssh_timeout: float, hang_timeout: float | None = None, live: bool = False) -> int:
     if log_dir is not None:
         prepare_log_dir(log_dir)
     sessions = _sessions(plan, accept_new, ssh_timeout)
@@ -151,4 +151,4 @@ def run_ssh(plan: WorldPlan, *, log_dir: Path | None, quiet: bool, shutdown_time
     relay = Relay(console=not (quiet and log_dir is not None), log_dir=log_dir, on_event=None)
     job = SshJob(plan, sessions, relay, shutdown_timeout, quiet, hang_timeout, log_dir)
     return run_agents(plan, relay, job, env, where=f"{len(sessions)} host(s)", shutdown_timeout=shutdown_timeout,
-                      quiet=quiet)
+                      quiet=quiet, live=live)

@@ -1,0 +1,2 @@
+"""--live: a table of every rank, redrawn in place while the job runs, the workers' output scrolling above it. No
+torch."""
