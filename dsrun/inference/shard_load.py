@@ -18,6 +18,7 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from dsrun.errors import UsageError
+from dsrun.inference import weights
 from dsrun.inference.shard import Relayout
 
 
@@ -54,6 +55,15 @@ def materialize_local(model: nn.Module, device: torch.device) -> None:
             module._parameters[key] = made[id(param)]
 
 
+def _holds_saved(source: Path, key: str, target: torch.Tensor) -> bool:
+    """Whether `target` (this rank's part, filled) holds the checkpoint's tensor `key` in that part."""
+    saved = torch.empty_like(target)  # a DTensor like `target`: this rank's part
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({key: saved}, checkpoint_id=str(source))
+    return torch.equal(*(t.to_local() if isinstance(t, DTensor) else t for t in (saved, target)))
+
+
 def load(model: nn.Module, source: Path, relayouts: dict[str, Relayout]) -> None:
     """Fill the split model from the checkpoint tag directory `source` (keys "model.<saved name>"; a pipeline's
     saved names are its layer indices, see consolidate.saved_names)."""
@@ -87,6 +97,9 @@ def load(model: nn.Module, source: Path, relayouts: dict[str, Relayout]) -> None
             warnings.simplefilter("ignore", UserWarning)
             dcp.load(this_round, checkpoint_id=str(source))
         pending = later
+    # Each tied tensor now holds its first name's saved values (a relaid-out GPT-2 Conv1D weight is never tied).
+    weights.check_ties(source, model, lambda first, other: keys[first] == keys[other] or first in relayouts
+                       or _holds_saved(source, keys[other], state[first]))
     for name, relayout in relayouts.items():
         target = state[name]
         meta = saved[keys[name]]
