@@ -153,5 +153,12 @@ def load(model: nn.Module, path: Path, relayouts: dict[str, Relayout]) -> None:
                 if file.shape(name) != expected:
                     raise UsageError(f"checkpoint {path}: {name} has shape {file.shape(name)}, the model's is"
                                      f" {expected}")
-                local = target.to_local() if isinstance(target, DTensor) else target
-                local.copy_(read_part(file, name, target, relayout))
+                _local(target).copy_(read_part(file, name, target, relayout))
+            # Each tied tensor holds its first name's values: the file must hold the same under its other names.
+            weights.check_ties(path, model, lambda first, other: first not in file.names or other not in file.names
+                               or torch.equal(_local(state[first]), read_part(file, other, state[first],
+                                                                               relayouts.get(other))))
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

@@ -18,21 +18,17 @@ from torch import nn
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from dsrun.errors import UsageError
+from dsrun.inference import weights
 from dsrun.inference.shard import Relayout
 
 
 def own_shards_source(checkpoint: Path | None) -> Path | None:
-    """The tag directory to read shards from, or None when `checkpoint` is a file or a pipeline's checkpoint
-    (whose layer names differ from the model's; it is read whole)."""
+    """The tag directory to read shards from, or None when `checkpoint` is a file."""
     if checkpoint is None or not checkpoint.is_dir():
         return None
-    from dsrun.runtime.checkpoint import layout
     from dsrun.runtime.checkpoint.consolidate import resolve_checkpoint
 
-    source = resolve_checkpoint(checkpoint)
-    if torch.load(source / layout.STATE_FILE, weights_only=False).get("pipeline"):
-        return None
-    return source
+    return resolve_checkpoint(checkpoint)
 
 
 def materialize_local(model: nn.Module, device: torch.device) -> None:
@@ -59,29 +55,62 @@ def materialize_local(model: nn.Module, device: torch.device) -> None:
             module._parameters[key] = made[id(param)]
 
 
+def _holds_saved(source: Path, key: str, target: torch.Tensor) -> bool:
+    """Whether `target` (this rank's part, filled) holds the checkpoint's tensor `key` in that part."""
+    saved = torch.empty_like(target)  # a DTensor like `target`: this rank's part
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        dcp.load({key: saved}, checkpoint_id=str(source))
+    return torch.equal(*(t.to_local() if isinstance(t, DTensor) else t for t in (saved, target)))
+
+
 def load(model: nn.Module, source: Path, relayouts: dict[str, Relayout]) -> None:
-    """Fill the split model from the checkpoint tag directory `source` (keys "model.<state_dict name>")."""
-    state = model.state_dict()
+    """Fill the split model from the checkpoint tag directory `source` (keys "model.<saved name>"; a pipeline's
+    saved names are its layer indices, see consolidate.saved_names)."""
+    from dsrun.runtime.checkpoint.consolidate import saved_names
+
+    state = model.state_dict(keep_vars=True)  # tied weights are one object under several names
     saved = dcp.FileSystemReader(str(source)).read_metadata().state_dict_metadata
-    wanted = {f"model.{name}": tensor for name, tensor in state.items() if name not in relayouts}
-    missing = sorted(key.removeprefix("model.") for key in [*wanted, *(f"model.{n}" for n in relayouts)]
-                     if key not in saved)
+    keys = {name: f"model.{key}" for name, key in saved_names(source, [k.removeprefix("model.") for k in saved
+                                                                         if k.startswith("model.")]).items()}
+    missing = sorted(name for name in state if name not in keys)
     if missing:
         raise UsageError(f"checkpoint {source} does not fit the model: {len(missing)} of its weights missing"
                          f" (first {missing[0]!r})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        dcp.load(wanted, checkpoint_id=str(source))
+    done: set[int] = set()
+    pending = []
+    for name, tensor in state.items():
+        if name not in relayouts and id(tensor) not in done:
+            done.add(id(tensor))
+            pending.append((keys[name], tensor))
+    # A saved tensor can fill several of the model's (a pipeline's tied layer, built untied): a load per round, each
+    # key at most once in a round.
+    while pending:
+        this_round: dict[str, torch.Tensor] = {}
+        later = []
+        for key, tensor in pending:
+            if key in this_round:
+                later.append((key, tensor))
+            else:
+                this_round[key] = tensor
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            dcp.load(this_round, checkpoint_id=str(source))
+        pending = later
+    # Each tied tensor now holds its first name's saved values (a relaid-out GPT-2 Conv1D weight is never tied).
+    weights.check_ties(source, model, lambda first, other: keys[first] == keys[other] or first in relayouts
+                       or _holds_saved(source, keys[other], state[first]))
     for name, relayout in relayouts.items():
         target = state[name]
-        meta = saved[f"model.{name}"]
-        whole = {f"model.{name}": torch.empty(meta.size, dtype=target.dtype)}  # type: ignore[union-attr]
+        meta = saved[keys[name]]
+        whole = {keys[name]: torch.empty(meta.size, dtype=target.dtype)}  # type: ignore[union-attr]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             dcp.load(whole, checkpoint_id=str(source))
-        full = relayout(whole[f"model.{name}"]).to(target.device)
-        if isinstance(target, DTensor):
-            mine = distribute_tensor(full, target.device_mesh, target.placements, src_data_rank=None).to_local()
-            target.to_local().copy_(mine)
-        else:
-            target.copy_(full)
+        full = relayout(whole[keys[name]]).to(target.device)
+        with torch.no_grad():
+            if isinstance(target, DTensor):
+                mine = distribute_tensor(full, target.device_mesh, target.placements, src_data_rank=None).to_local()
+                target.to_local().copy_(mine)
+            else:
+                target.copy_(full)

@@ -7,6 +7,7 @@ on the meta device takes the other way: each rank reads its own part only, from 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -67,5 +68,21 @@ def load_into(model: nn.Module, path: Path) -> None:
         if name in weights and tensor.shape != weights[name].shape:
             raise UsageError(f"checkpoint {path}: {name} has shape {tuple(weights[name].shape)}, the model's is"
                              f" {tuple(tensor.shape)}")
+    check_ties(path, model, lambda first, other: first not in weights or other not in weights
+               or torch.equal(weights[first], weights[other]))
     on_meta = any(t.is_meta for t in expected.values())
     model.load_state_dict(weights, strict=False, assign=on_meta)
+
+
+def check_ties(path: Path, model: nn.Module, same: Callable[[str, str], bool]) -> None:
+    """One parameter of the model under several names must get one value from the checkpoint (`same(first, other)`:
+    the checkpoint's values for those names are equal). A pipeline's tied layer shares only its tied weights: the
+    bias of each stage's copy is its own, so a model tying the whole layer cannot hold them: a silent last-wins load
+    would run one copy's bias at every index."""
+    first: dict[int, str] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) in first and not same(first[id(tensor)], name):
+            raise UsageError(f"checkpoint {path} holds different values for {first[id(tensor)]} and {name}, which"
+                             " are one parameter of the model: build them as separate parameters (a pipeline's"
+                             " tied layer shares only its tied_weight_attr, each stage's copy has its own others)")
+        first.setdefault(id(tensor), name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import torch.distributed.checkpoint as dcp
@@ -15,6 +16,8 @@ from torch.distributed.checkpoint.metadata import TensorStorageMetadata
 
 from dsrun.errors import UsageError
 from dsrun.runtime.checkpoint import layout
+
+T = TypeVar("T")
 
 
 def resolve_checkpoint(path: Path) -> Path:
@@ -46,10 +49,10 @@ def read_full(path: Path, prefix: str = "") -> dict[str, torch.Tensor]:
     return wanted
 
 
-def as_layer_list(weights: dict[str, torch.Tensor], tied_positions: dict[str, list[int]]) -> dict[str, torch.Tensor]:
-    """A pipeline's weights named as an nn.Sequential of its layers names them: a tied weight
-    (`tied_modules.<key>.<attr>`) at every index where its layer appears, and a tied layer's untied parameters
-    (saved at the first index of each stage's copy) at the indices that copy served."""
+def as_layer_list(weights: dict[str, T], tied_positions: dict[str, list[int]]) -> dict[str, T]:
+    """A pipeline's weights (or anything keyed by their saved names) named as an nn.Sequential of its layers names
+    them: a tied weight (`tied_modules.<key>.<attr>`) at every index where its layer appears, and a tied layer's
+    untied parameters (saved at the first index of each stage's copy) at the indices that copy served."""
     out = {name: t for name, t in weights.items() if not name.startswith("tied_modules.")}
     for key, positions in tied_positions.items():
         prefix = f"tied_modules.{key}."
@@ -67,14 +70,20 @@ def as_layer_list(weights: dict[str, torch.Tensor], tied_positions: dict[str, li
     return out
 
 
+def saved_names(source: Path, saved: list[str]) -> dict[str, str]:
+    """The bare model's weight names -> the names (`saved`, without "model.") the checkpoint keeps them under: the
+    same, but for a pipeline, whose bare model is the nn.Sequential of its layers (one saved tied weight serves
+    several of its names)."""
+    names = {name: name for name in saved}
+    record = torch.load(source / layout.STATE_FILE, weights_only=False).get("pipeline")
+    return as_layer_list(names, record["tied_positions"]) if record else names
+
+
 def model_weights(source: Path) -> dict[str, torch.Tensor]:
     """A checkpoint's fp32 weights, named as the bare model's state_dict names them."""
     weights = {key.removeprefix("model."): t for key, t in read_full(source, "model.").items()}
     weights = {k: t.float() if t.is_floating_point() else t for k, t in weights.items()}
-    record = torch.load(source / layout.STATE_FILE, weights_only=False).get("pipeline")
-    if record:
-        weights = as_layer_list(weights, record["tied_positions"])
-    return weights
+    return {name: weights[key] for name, key in saved_names(source, list(weights)).items()}
 
 
 def consolidate(checkpoint: Path, out: Path) -> Path:
