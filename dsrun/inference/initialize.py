@@ -122,10 +122,13 @@ def _check_experts_whole(model: nn.Module) -> None:
 
 
 def _weights_of_replica_zero(model: nn.Module, mesh: DeviceMesh) -> None:
-    """Every replica runs global rank 0's weights, as a single split model runs its group's first rank's: each rank
-    takes the weights of its counterpart in replica 0 (same position in the tp group). The split then scatters from
-    each group's first rank, which now holds rank 0's, and broadcasts the whole ones from it. Not needed after a
-    checkpoint was read: every rank read the same file."""
+    """Every replica runs global rank 0's weights, as a single split model runs its group's first rank's: the first
+    rank of each tensor-parallel group takes rank 0's weights (a broadcast over the replica-dimension group of the
+    ranks at tp position 0). The split then scatters from that rank and broadcasts the whole ones from it, so the
+    other ranks' own weights are never read and they take no part here. Not needed after a checkpoint was read:
+    every rank read the same file."""
+    if mesh.get_local_rank("tp") != 0:
+        return
     group = mesh.get_group("replica")
     source = dist.get_global_rank(group, 0)
     seen: set[int] = set()

@@ -73,10 +73,9 @@ def load(model: nn.Module, source: Path, relayouts: dict[str, Relayout]) -> None
     saved = dcp.FileSystemReader(str(source)).read_metadata().state_dict_metadata
     keys = {name: f"model.{key}" for name, key in saved_names(source, [k.removeprefix("model.") for k in saved
                                                                          if k.startswith("model.")]).items()}
+    # Extra names too: a smaller model (6 of a checkpoint's 12 layers) must not load silently.
     missing = sorted(name for name in state if name not in keys)
-    if missing:
-        raise UsageError(f"checkpoint {source} does not fit the model: {len(missing)} of its weights missing"
-                         f" (first {missing[0]!r})")
+    weights.check_fits(source, missing, sorted(name for name in keys if name not in state))
     done: set[int] = set()
     pending = []
     for name, tensor in state.items():

@@ -1,8 +1,9 @@
 """`python -m dsrun.probe MODULE:FACTORY [--input SHAPES] [--dtype D] [--unit-elements N]`: one JSON line.
 
 What dsrun's dry run asks about a model (see dsrun/launcher/memory/probe_client.py): built on the meta device, so
-a 70B-parameter model costs no memory. A user's mistake is one line on stderr and exit code 2; a failure of the
-probe itself one line and exit code 1.
+a 70B-parameter model costs no memory. A user's mistake (the factory, the input shapes, a forward that fails on
+meta tensors) is one line on stderr and exit code 2; a failure of the probe itself is Python's traceback and exit
+code 1, which the dry run reports with the traceback's last line.
 """
 
 from __future__ import annotations
@@ -27,13 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except Exception as err:  # noqa: BLE001 - the forward on meta tensors can fail in the user's code
-        print(f"error: --model {args.model}: the forward on meta tensors failed: {type(err).__name__}: "
-              f"{str(err).splitlines()[0] if str(err) else ''}", file=sys.stderr)
-        return 2
 
 
 def _probe(args: argparse.Namespace) -> int:
+    from dsrun.errors import UsageError
     from dsrun.probe.activations import saved_bytes
     from dsrun.probe.model import DTYPES, build_on_meta, describe, example_inputs
     from dsrun.runtime.strategies.fully_sharded import block_runs, group_units
@@ -46,7 +44,13 @@ def _probe(args: argparse.Namespace) -> int:
     result["activations"] = None
     if args.input:
         model.train()
-        result["activations"] = saved_bytes(model, example_inputs(args.input, dtype), blocks)
+        inputs = example_inputs(args.input, dtype)
+        try:
+            result["activations"] = saved_bytes(model, inputs, blocks)
+        except Exception as err:  # noqa: BLE001 - the user's forward, run on meta tensors, may not support them
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise UsageError(f"--model {args.model}: the forward on meta tensors failed: {type(err).__name__}:"
+                             f" {first}") from None
     print(json.dumps(result), flush=True)
     return 0
 

@@ -22,23 +22,25 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 import dsrun
+from dsrun.errors import UsageError
 from dsrun.inference import weights
+from dsrun.inference.initialize import build
 from dsrun.inference.local_linear import RowParallelLinear
 
 VOCAB = 101
 
 
-def gpt2(seed: int, heads: int = 4) -> nn.Module:
+def gpt2(seed: int, heads: int = 4, layers: int = 2) -> nn.Module:
     torch.manual_seed(seed)
-    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=8 * heads, n_layer=2, n_head=heads,
+    config = GPT2Config(vocab_size=VOCAB, n_positions=64, n_embd=8 * heads, n_layer=layers, n_head=heads,
                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=VOCAB - 1,
                         pad_token_id=0)
     return GPT2LMHeadModel(config).eval()
 
 
-def llama(seed: int) -> nn.Module:
+def llama(seed: int, layers: int = 2) -> nn.Module:
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=layers,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
                          bos_token_id=0, eos_token_id=VOCAB - 1, pad_token_id=0)
     return LlamaForCausalLM(config).eval()
@@ -142,7 +144,13 @@ def trained(name: str, save_dir: str) -> dict:
     weights.read = lambda path: whole_reads.append(str(path)) or read_whole(path)
     empty = dsrun.init_inference(params_on_meta(BUILD[name](seed=2)), dtype=torch.float32, checkpoint=save_dir)
     weights.read = read_whole
-    return {"logits": (served(ids).logits - want).abs().max().item(),
+    try:  # a model with fewer layers than were saved must not take the first ones silently
+        build(params_on_meta(BUILD[name](seed=2, layers=1)), dtype=torch.float32, checkpoint=save_dir)
+        smaller = "served"
+    except UsageError as err:
+        smaller = str(err)
+    return {"smaller_model": smaller,
+            "logits": (served(ids).logits - want).abs().max().item(),
             "logits_from_meta": (empty(ids).logits - want).abs().max().item(),
             "bytes_from_meta": split_bytes(empty, BUILD[name](seed=2)),
             "whole_reads_from_meta": len(whole_reads),

@@ -97,6 +97,7 @@ def test_a_model_trained_under_zero3_is_served_from_its_checkpoint(tmp_path, mod
         # built on the meta device: each rank allocated and read only its half of every split weight
         assert served["logits_from_meta"] <= TOLERANCE, (rank, served)
         assert served["whole_reads_from_meta"] == 0, served
+        assert "names the model does not have (first" in served["smaller_model"], served
         held = served["bytes_from_meta"]
         assert held["tensors"] == {"gpt2": 12, "llama": 14}[model] and held["mine"] * 2 == held["whole"], held
 

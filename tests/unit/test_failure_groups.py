@@ -41,12 +41,15 @@ def test_ranks_of_several_hosts_failing_alike_are_one_group():
     assert "ranks 0-2 failed with the same error" in report and report.count(TRACE[-1]) == 1
 
 
-def test_an_agent_without_exits_still_reports_its_first_failure():
-    event = _done(0, 1, {})
-    del event["exits"]
-    report = from_done_events([event], {0: "h1", 1: "h1"})
-    assert report.startswith("rank 1 on h1 failed first") and TRACE[-1] in report
+def test_no_failing_rank_is_no_report():
     assert from_done_events([_done(0, None, {})], {}) is None
+
+
+def test_ranks_without_stderr_are_alike_only_when_they_ended_alike():
+    codes = {0: -9, 1: 3, 2: 3, 3: 1}  # rank 0 was killed (the OOM killer's SIGKILL) and failed first
+    groups = group_failures(codes, {}, first=0)
+    assert [g.ranks for g in groups] == [[0], [1, 2], [3]]
+    assert groups[1].error == "no stderr, exit code 3"
 
 
 def test_torchs_rank_prefix_does_not_split_a_group():

@@ -51,6 +51,14 @@ def test_a_loss_from_an_earlier_step_says_so_and_an_ended_rank_shows_no_usage():
     assert (ended.state, ended.cpu_percent, ended.rss, ended.since_progress) == ("killed SIGTERM", None, None, None)
 
 
+def test_a_rank_stuck_after_a_nan_loss_shows_its_idle_time():
+    rows = RowBuilder({0: "h"}, started=0.0)
+    rows.row(0, RankSeen(7, None, Progress(3, 96, float("nan"), 3)), USAGE, now=1.0)
+    # Each read of the slot decodes a new NaN object (tuple equality would pass one object as equal to itself).
+    again = Progress(3, 96, float("nan"), 3)
+    assert rows.row(0, RankSeen(7, None, again), USAGE, now=30.0).since_progress == 29.0
+
+
 def test_a_sample_count_that_goes_back_starts_the_rate_again():
     rows = RowBuilder({0: "h"}, started=0.0)
     rows.row(0, RankSeen(7, None, Progress(50, 1600, 1.0, 50)), USAGE, now=1.0)

@@ -98,7 +98,7 @@ def test_parse_bytes(text, size):
     assert parse_bytes(text) == size
 
 
-@pytest.mark.parametrize("text", ["seven", "7X", "0", "-1", "", "7 B B", "nan", "inf"])
+@pytest.mark.parametrize("text", ["seven", "7X", "0", "-1", "", "7 B B", "nan", "inf", "0.1", "1e-3", "1e400"])
 def test_bad_numbers_are_usage_errors(text):
     with pytest.raises(UsageError, match="--model-params"):
         parse_count(text)
@@ -181,6 +181,28 @@ def test_dry_run_memory_object(capsys, tmp_path):
     assert [s["stage"] for s in memory["stages"]] == [0, 1, 2, 3]
     assert "pipeline" in memory["stages"][2]["unsupported"]
     assert memory["fits"][0]["fits"] is True and memory["fits"][0]["hosts"] == ["w1", "w2"]
+
+
+def test_configured_pipeline_at_stage_2_is_not_called_fitting(capsys, tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 2}}))
+    code, out, err = run(capsys, "--dry-run", "--num_gpus", "2", "--model-params", "1M", "--config", str(config),
+                         "--pipeline-stages", "2", NOOP)
+    assert code == 0, err
+    assert "stage 2: dsrun's pipeline runs with ZeRO stage 0 or 1 only" in out and "stage 2: fits" not in out
+
+
+def test_offload_asked_for_at_stage_0_shows_in_the_other_stages(capsys, tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"train_micro_batch_size_per_gpu": 1, "zero_optimization": {
+        "stage": 0, "offload_optimizer": {"device": "cpu"}}}))
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text("w1 slots=2\n")
+    code, out, err = run(capsys, "--dry-run", "--json", "-H", str(hostfile), "--device", "cuda", "--model-params",
+                         "1M", "--config", str(config), "--memory-table", "--device-memory", "16GiB", NOOP)
+    assert code == 0, err
+    stages = json.loads(out)["memory"]["stages"]
+    assert stages[0]["need"]["host"] == 0 and all(stages[s]["need"]["host"] > 0 for s in (1, 2, 3))
 
 
 def test_remote_memory_is_unknown_without_device_memory(capsys, tmp_path):

@@ -18,7 +18,7 @@ from dsrun.launcher.plan.render import span
 @dataclass(frozen=True)
 class FailureGroup:
     ranks: list[int]  # ascending; ranks[0] is the one whose tail is shown (the first failing rank for its group)
-    error: str  # the shared last stderr line ("" when the ranks wrote nothing)
+    error: str  # the shared last stderr line (for ranks that wrote nothing: "no stderr, " and how they ended)
     tail: list[str]
 
 
@@ -37,7 +37,9 @@ def group_failures(codes: dict[int, int], tails: dict[int, list[str]], first: in
     by_error: dict[str, list[int]] = {}
     for rank in failed:
         lines = [line for line in tails.get(rank, []) if line.strip()]
-        by_error.setdefault(_error_of(lines[-1]) if lines else "", []).append(rank)
+        # Ranks that wrote nothing are alike only when they ended alike (an OOM kill is not an exit 1).
+        error = _error_of(lines[-1]) if lines else f"no stderr, {describe_exit(codes[rank])}"
+        by_error.setdefault(error, []).append(rank)
     groups = []
     for error, ranks in by_error.items():
         shown = first if first in ranks else ranks[0]
@@ -66,7 +68,7 @@ def failure_report(first: FirstFailure, codes: dict[int, int], tails: dict[int, 
     lines += _tail_lines(head.tail, "its")
     for group in others:
         ranks = f"rank {group.ranks[0]}" if len(group.ranks) == 1 else f"ranks {span(group.ranks)}"
-        lines.append(f"{ranks} failed with another error: {group.error or 'no stderr'}")
+        lines.append(f"{ranks} failed with another error: {group.error}")
         lines += _tail_lines(group.tail, f"rank {group.ranks[0]}'s")
     return "\n".join(lines)
 
@@ -79,18 +81,17 @@ def _tail_lines(tail: list[str], whose: str) -> list[str]:
 
 def from_done_events(done: list[dict], hosts: dict[int, str]) -> str | None:
     """The report of a multi-node job from its agents' `done` events (the first failing node's first), or None
-    when the first event names no failing rank. An agent of an older protocol sends only its first failure."""
+    when the first event names no failing rank."""
     failure = done[0].get("failure") if done else None
     if not failure:
         return None
     codes: dict[int, int] = {}
     tails: dict[int, list[str]] = {}
     for event in done:
-        for rank, exited in (event.get("exits") or {}).items():
+        for rank, exited in event["exits"].items():
             codes[int(rank)] = int(exited["code"])
             if exited.get("tail") is not None:
                 tails[int(rank)] = list(exited["tail"])
     rank = int(failure["rank"])
-    tails.setdefault(rank, list(failure.get("tail") or []))
     first = FirstFailure(rank, hosts.get(rank, "?"), int(failure["returncode"]), list(failure["command"]))
     return failure_report(first, codes, tails)

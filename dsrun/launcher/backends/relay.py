@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from dsrun.console import say
+from dsrun.launcher.node import output
 from dsrun.launcher.node.protocol import parse_event
 
 _LABEL = re.compile(rb"^\[(?P<host>[^\]\s]+) rank (?P<rank>\d+)\] ")
@@ -22,10 +23,8 @@ _COLOURS = (b"\x1b[36m", b"\x1b[33m", b"\x1b[35m", b"\x1b[32m", b"\x1b[34m", b"\
 _RESET = b"\x1b[0m"
 
 
-class Screen(Protocol):
-    def line(self, rank: int, label: str, text: bytes) -> None:
-        """One line of a rank's output (without its label), ending with a newline."""
-        ...
+class Screen(output.Screen, Protocol):
+    """The live view as the relay uses it: a rank's lines, and lines that are no rank's."""
 
     def text(self, text: bytes) -> None:
         """A line that is no rank's."""

@@ -9,7 +9,7 @@ import collections
 import signal
 from dataclasses import dataclass
 
-from dsrun.launcher.node.progress import NO_SAMPLES, RENDEZVOUS, Progress
+from dsrun.launcher.node.progress import NO_SAMPLES, RENDEZVOUS, Progress, encode
 
 RATE_WINDOW = 10.0  # seconds of samples counts a rate is taken over: smooth, yet falls to 0 soon after a stall
 
@@ -59,6 +59,14 @@ def state_of(returncode: int | None, progress: Progress | None) -> str:
     return "running"
 
 
+def _same(a: Progress | None, b: Progress | None) -> bool:
+    """No news between two reads. By the slot's bytes: a NaN loss is never == itself, and a diverged rank that
+    stopped stepping must not look busy forever."""
+    if a is None or b is None:
+        return a is b
+    return encode(a) == encode(b)
+
+
 class _History:
     """One rank's memory across polls."""
 
@@ -68,7 +76,7 @@ class _History:
         self.samples: collections.deque[tuple[float, int]] = collections.deque()
 
     def observe(self, progress: Progress | None, now: float) -> None:
-        if progress != self.last:
+        if not _same(progress, self.last):
             self.changed = now
         self.last = progress
         if progress is None or progress.samples == NO_SAMPLES:

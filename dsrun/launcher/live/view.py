@@ -121,7 +121,8 @@ class LiveView:
             for rank, (one, usage) in ranks.items():
                 self._latest[rank] = self._rows.row(rank, one, usage, now)
             table = render_table([self._latest[rank] for rank in sorted(self._latest)], now - self._started)
-        self._live.update(table, refresh=True)
+            # Under the lock: over SSH each host's relay thread updates, and an older table must not land last.
+            self._live.update(table, refresh=True)
 
     def line(self, rank: int, label: str, text: bytes) -> None:
         """A worker's output line (stdout or stderr alike: both would otherwise scramble the table)."""

@@ -4,7 +4,8 @@ Fields of the object (bytes unless named otherwise; per rank unless named otherw
   parameters, parameters_from    the model's trainable parameter count and where it came from ("--model-params"
                  or "--model"); frozen: --model's parameters with requires_grad false (weights only)
   world_size, pipeline_stages, data_parallel    N = data_parallel = world_size / pipeline_stages
-  stage, precision, optimizer, optimizer_states, offload    what the config says (or what was assumed: `notes`)
+  stage, precision, optimizer, optimizer_states, offload    what the config says (or what was assumed: `notes`);
+                 offload: asked for (acted on at stages 1-3)
   model_state    {params, grads, optimizer, masters, step_transient, device, host, total, formula}: see
                  model_state.py; `device` is what one rank holds on its GPU (on CPU nodes: in RAM), `host` in RAM
   largest_layer  {name, parameters, bytes} of the biggest leaf module (--model only)
@@ -15,7 +16,8 @@ Fields of the object (bytes unless named otherwise; per rank unless named otherw
   fits           the verdict for the configured stage: list of {fits (true/false/null: unknown), where, needs, has,
                  hosts, ranks (sharing `needs` on each of those hosts), with_checkpointing (fits only with activation
                  checkpointing), unknown_because}
-  stages         (--memory-table) the same model_state / need / fits for stages 0-3
+  unsupported    why the configured stage cannot run as planned (a pipeline at ZeRO 2-3), else null
+  stages         (--memory-table) the same model_state / need / fits / unsupported for stages 0-3
   nodes          [{host, ranks, device, host_ram, local}]: the memory each node offers (null: unknown); device is one
                  GPU's, null on CPU nodes, whose ranks share host_ram
   unit_elements  stage 3's unit size (stage3_prefetch_bucket_size) the probe grouped blocks by
@@ -70,8 +72,8 @@ def training_shape(plan: WorldPlan, pipeline_stages: int, notes: list[str]) -> t
     else:
         precision = "fp32"
     zero = cfg.zero
-    offload = zero.stage > 0 and any(o is not None and o.device != "none"
-                                     for o in (zero.offload_optimizer, zero.offload_param))
+    # Asked for even at stage 0 (where it does nothing): the --memory-table rows of stages 1-3 then offload.
+    offload = any(o is not None and o.device != "none" for o in (zero.offload_optimizer, zero.offload_param))
     name = cfg.optimizer.type.lower() if cfg.optimizer is not None else ""
     states = optimizer_states(name, dict(cfg.optimizer.params)) if cfg.optimizer is not None else None
     if states is None:
@@ -195,6 +197,7 @@ def build(plan: WorldPlan, request: MemoryRequest) -> dict:
         "activations": activations,
         "need": configured["need"],
         "fits": configured["fits"],
+        "unsupported": configured.get("unsupported"),
         "stages": [configured if s == shape.stage else one_stage(s) for s in range(4)] if request.all_stages else None,
         "nodes": [vars(n) for n in nodes],
         "unit_elements": unit_elements,

@@ -44,7 +44,7 @@ class TrainingShape:
     precision: str  # "fp32", "bf16", "fp16", or amp's "amp-O0".."amp-O3"
     optimizer: str  # the config's optimizer.type, lower-cased; "" when the script builds its own
     optimizer_states: int  # fp32 tensors the optimizer keeps per parameter tensor
-    offload: bool  # offload_optimizer / offload_param to cpu or nvme, at a stage > 0 (as initialize() decides)
+    offload: bool  # the config asks for offload_optimizer / offload_param (cpu or nvme); acted on at stages 1-3
     accelerator: str  # "cuda" or "cpu": on the CPU, host and device memory are the same
     data_parallel: int  # N
     pipeline_stages: int = 1

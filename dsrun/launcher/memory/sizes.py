@@ -26,8 +26,10 @@ def _split(text: str, flag: str, suffixes: dict[str, int], example: str) -> floa
     if not match or unit not in suffixes:
         raise UsageError(f"{flag} {text!r} is not a number: write e.g. {example}")
     value = float(match.group(1).replace("_", "")) * suffixes[unit]
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{flag} {text!r} must be more than 0: write e.g. {example}")
+    if not math.isfinite(value):
+        raise UsageError(f"{flag} {text!r} is too large to be a size: write e.g. {example}")
+    if round(value) < 1:  # 0.1 parameters or 1e-3 bytes would silently count as none
+        raise UsageError(f"{flag} {text!r} must be 1 or more: write e.g. {example}")
     return value
 
 

@@ -75,7 +75,7 @@ def print_memory(memory: dict) -> None:
         console.print("  activations: not estimated (give --model-input with the micro-batch's input shapes)")
     else:
         console.print("  activations: not counted (--model MODULE:FACTORY with --model-input estimates them)")
-    console.print(f"  stage {memory['stage']}: {escape(verdict_text(memory['fits'], nodes))}")
+    console.print(f"  stage {memory['stage']}: {escape(memory['unsupported'] or verdict_text(memory['fits'], nodes))}")
     if memory["stages"]:
         table = Table(title="Which ZeRO stage fits (per rank)", title_justify="left")
         for column in ("stage", "formula", "model state", "on device", "in host RAM", "verdict"):
