@@ -172,12 +172,13 @@ def _peak_child(shape: Shape, variant: str) -> None:
     except OSError:
         print(json.dumps(None))
         return
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     step(blocks, x, target, VARIANTS[variant])
-    print(json.dumps((_status_kib("VmHWM") - before) / 1024))
+    print(json.dumps((status_kib("VmHWM") - before) / 1024))
 
 
-def _status_kib(field: str) -> int:
+def status_kib(field: str) -> int:
+    """A /proc/self/status figure in KiB (VmRSS, VmHWM, RssAnon, ...)."""
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith(field + ":"):

@@ -23,15 +23,8 @@ import sys
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from bench.activation_checkpointing import status_kib
 from bench.models import GPTConfig, build_model
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no {field} in /proc/self/status")
 
 
 def _forward(model, tokens: torch.Tensor, checkpointed: bool) -> torch.Tensor:
@@ -51,9 +44,9 @@ def _child(layers: int, batch: int, checkpointed: bool) -> None:
     model.zero_grad(set_to_none=False)  # the gradients exist already: the backward adds into them, allocating none
     with open("/proc/self/clear_refs", "w") as clear_refs:
         clear_refs.write("5")
-    before = _status_kib("VmRSS")
+    before = status_kib("VmRSS")
     _forward(model, tokens, checkpointed).sum().backward()
-    print(json.dumps((_status_kib("VmHWM") - before) * 1024))
+    print(json.dumps((status_kib("VmHWM") - before) * 1024))
 
 
 def _peak(layers: int, batch: int, checkpointed: bool) -> int:

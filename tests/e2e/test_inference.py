@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.worker_output import launch_worker, marked_by_rank
+from tests.e2e.worker_output import launch_worker, results_by_rank
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.e2e
@@ -25,11 +25,7 @@ def launch(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def compared() -> dict:
-    result = launch("compare")
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "INFER")
-    assert sorted(found) == [0, 1], result.stdout[-2000:]
-    return found
+    return results_by_rank("inference_worker.py", "INFER", "compare")
 
 
 @pytest.mark.parametrize("model", MODELS)
@@ -87,10 +83,7 @@ def test_weights_load_from_a_consolidated_file(compared, model, source):
 
 @pytest.mark.parametrize("model", MODELS)
 def test_a_model_trained_under_zero3_is_served_from_its_checkpoint(tmp_path, model):
-    result = launch("trained", model, str(tmp_path / "saved"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "INFER")
-    assert sorted(found) == [0, 1], result.stdout[-2000:]
+    found = results_by_rank("inference_worker.py", "INFER", "trained", model, str(tmp_path / "saved"))
     for rank, served in found.items():
         assert served["logits"] <= TOLERANCE, (rank, served)
         assert served["moved"] > 100 * TOLERANCE  # training changed the outputs: the trained weights were served

@@ -5,7 +5,7 @@ its checkpoint with the dense block split and the experts whole."""
 
 import pytest
 
-from tests.e2e.worker_output import launch_worker, marked_by_rank
+from tests.e2e.worker_output import results_by_rank
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.e2e
@@ -16,11 +16,7 @@ MODELS = ["gpt2", "llama"]
 
 @pytest.fixture(scope="module")
 def served() -> dict:
-    result = launch_worker("inference_replicas_worker.py", ranks=4)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "INFER")
-    assert sorted(found) == [0, 1, 2, 3], result.stdout[-2000:]
-    return found
+    return results_by_rank("inference_replicas_worker.py", "INFER", ranks=4)
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -1,45 +1,21 @@
 """The node agent's side of --live (what runs on every host over SSH and Slurm), without SSH: it relays its ranks'
 rows as `live` events, about once a second, and a last one with how each rank ended."""
 
-import os
-import select
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
 from dsrun.launcher.live.relayed import ranks_of
-from dsrun.launcher.node.protocol import NodeJob, jobs_line, parse_event
-from dsrun.launcher.plan.world import RankPlan
+from dsrun.launcher.node.protocol import jobs_line
+from tests.e2e.agent_process import next_event, start_agent, two_rank_job
 from tests.pids import kill_survivors, recorded
 
 pytestmark = pytest.mark.e2e
-
-WORKER = str(Path(__file__).with_name("progress_worker.py"))
-
-
-def next_event(proc: subprocess.Popen, seconds: float = 30.0) -> dict:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if select.select([proc.stderr], [], [], 0.5)[0]:
-            line = proc.stderr.readline()
-            assert line, "the agent ended without saying done"
-            event = parse_event(line.decode().rstrip("\n"))
-            if event is not None:
-                return event
-    raise AssertionError(f"no event within {seconds} s")
 
 
 def test_the_agent_relays_every_ranks_row_and_how_it_ended(tmp_path):
     pids = tmp_path / "pids"
     pids.mkdir()
-    ranks = [RankPlan(rank, rank, 0, "localhost", rank, {"RANK": str(rank)}, [sys.executable, WORKER, str(step)],
-                      None) for rank, step in ((0, 5), (1, 7))]
-    job = NodeJob(0, "localhost", ranks, {"PID_DIR": str(pids)}, "127.0.0.1", 5.0, report_live=True)
-    proc = subprocess.Popen([sys.executable, "-m", "dsrun.launcher.node"], stdin=subprocess.PIPE,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, "NO_COLOR": "1"})
+    job = two_rank_job(pids, report_live=True)
+    proc = start_agent()
     try:
         assert next_event(proc)["event"] == "hello"
         proc.stdin.write(jobs_line([job]))

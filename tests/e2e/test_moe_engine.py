@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.worker_output import launch_worker, marked_by_rank
+from tests.e2e.worker_output import launch_worker, results_by_rank
 
 pytestmark = pytest.mark.e2e
 
@@ -20,10 +20,8 @@ def launch(ranks: int, *args: str) -> subprocess.CompletedProcess:
 def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path, ranks, stage, options):
     """ep_size 2: on 2 ranks each expert lives on one rank; on 4, each on two, which share its rows at stages 1-2
     and its FSDP2 unit at stage 3. (2 ranks at stage 1 runs in the reload test.)"""
-    result = launch(ranks, "train", str(tmp_path), str(stage), *options)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "MOEENGINE")
-    assert sorted(found) == list(range(ranks))
+    found = results_by_rank("moe_engine_worker.py", "MOEENGINE", "train", str(tmp_path), str(stage), *options,
+                            ranks=ranks)
     for rank, numbers in found.items():
         assert numbers["loss_diff"] <= 1e-6 and numbers["weight_diff"] <= 1e-6, (rank, numbers)
     assert found[0]["load"] <= 1e-6  # consolidated at ep_size 2, loaded into the ep_size 1 model
@@ -36,10 +34,8 @@ def test_expert_parallel_training_equals_all_experts_in_one_process(tmp_path, ra
     pytest.param(2, 3, ("fp16",), 1e-3, id="2-z3-fp16"),
 ])  # fmt: skip
 def test_expert_parallelism_in_half_precision_follows_fp32(tmp_path, ranks, stage, options, bound):
-    result = launch(ranks, "train", str(tmp_path), str(stage), *options)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "MOEENGINE")
-    assert sorted(found) == list(range(ranks))
+    found = results_by_rank("moe_engine_worker.py", "MOEENGINE", "train", str(tmp_path), str(stage), *options,
+                            ranks=ranks)
     for rank, numbers in found.items():
         assert numbers["loss_diff"] <= bound and numbers["weight_diff"] <= bound, (rank, numbers)
 
@@ -54,10 +50,8 @@ def test_a_checkpoint_loads_at_another_expert_parallel_size(tmp_path, saved, loa
     state) follow the reference."""
     (ranks, stage), (new_ranks, new_stage, ep_size) = saved, loaded
     assert launch(ranks, "train", str(tmp_path), str(stage)).returncode == 0
-    result = launch(new_ranks, "reload", str(tmp_path), str(new_stage), str(ep_size))
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "MOEENGINE")
-    assert sorted(found) == list(range(new_ranks))
+    found = results_by_rank("moe_engine_worker.py", "MOEENGINE", "reload", str(tmp_path), str(new_stage),
+                            str(ep_size), ranks=new_ranks)
     for rank, numbers in found.items():
         assert numbers["loaded_diff"] <= 1e-7 and numbers["global_steps"] == 4 + 2, (rank, numbers)
         assert numbers["loss_diff"] <= 1e-6 and numbers["weight_diff"] <= 1e-6, (rank, numbers)

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from tests.e2e.worker_output import launch_worker, marked_by_rank
+from tests.e2e.worker_output import launch_worker, results_by_rank
 
 pytestmark = pytest.mark.e2e
 
@@ -16,10 +16,7 @@ def launch(ranks: int, worker: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def results(ranks: int, *args: str) -> dict:
-    result = launch(ranks, "pipeline_worker.py", *args)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "PIPE")
-    assert sorted(found) == list(range(ranks)), result.stdout[-2000:]
+    found = results_by_rank("pipeline_worker.py", "PIPE", *args, ranks=ranks)
     assert len({tuple(r["losses"]) for r in found.values()}) == 1, "every rank returns the same loss"
     return found
 

@@ -1,8 +1,6 @@
 """Pipeline checkpoints are keyed by layer index: saved with 2 stages, they load with 1 stage and 2 replicas or with
 2 stages and 2 replicas and training goes on exactly as it would have; `dsrun consolidate` exports the layer list."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -10,19 +8,14 @@ import torch
 from torch import nn
 
 from dsrun.runtime.checkpoint.consolidate import consolidate
-from tests.e2e.worker_output import marked_by_rank
+from tests.e2e.worker_output import results_by_rank
 
 pytestmark = pytest.mark.e2e
 
-WORKER = Path(__file__).parent / "pipeline_checkpoint_worker.py"
-
 
 def run(ranks: int, mode: str, directory: Path, stages: int) -> dict:
-    result = subprocess.run([sys.executable, "-m", "dsrun", "--num_gpus", str(ranks), "--no_local_rank", str(WORKER),
-                             mode, str(directory), str(stages)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    found = marked_by_rank(result.stdout, "CKPT")
-    assert sorted(found) == list(range(ranks)) and all(r == found[0] for r in found.values()), found
+    found = results_by_rank("pipeline_checkpoint_worker.py", "CKPT", mode, str(directory), str(stages), ranks=ranks)
+    assert all(r == found[0] for r in found.values()), found
     return found[0]
 
 

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).parent
 
@@ -30,4 +31,13 @@ def marked_by_rank(stdout: str, marker: str) -> dict[int, object]:
         if f"{marker} " in line:
             rank, payload = line.split(f"{marker} ", 1)[1].split(" ", 1)
             found[int(rank)] = json.loads(payload)
+    return found
+
+
+def results_by_rank(worker: str, marker: str, *args: str, ranks: int = 2, timeout: float = 300) -> dict[int, Any]:
+    """Launch WORKER, check it succeeded and that every rank printed its `MARKER RANK JSON` line; that JSON by rank."""
+    result = launch_worker(worker, *args, ranks=ranks, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = marked_by_rank(result.stdout, marker)
+    assert sorted(found) == list(range(ranks)), result.stdout[-2000:]
     return found
